@@ -1,0 +1,129 @@
+//! `MapAlloc`: the `GlobalAlloc` front door. It only routes: small sizes to
+//! the thread heap's fast path, the rest to `large`.
+
+use crate::heap::{self, Zero};
+use crate::segment::{Kind, PAGE_SIZE, Segment, segment_of};
+use crate::size_class::{MIN_ALIGN, SMALL_MAX};
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+/// The mapalloc global allocator.
+///
+/// ```no_run
+/// #[global_allocator]
+/// static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapAlloc {
+    _private: (),
+}
+
+impl MapAlloc {
+    /// The allocator; everything is set up lazily on first use.
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two).
+#[inline(always)]
+pub(crate) fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
+    if align <= MIN_ALIGN && size <= SMALL_MAX {
+        // SAFETY: the thread's own heap, a size the slabs serve.
+        return unsafe { heap::alloc_small(crate::thread::current_heap(), size, zero) };
+    }
+    alloc_aligned(size, align, zero)
+}
+
+/// Over-aligned or large requests. A size rounded up to a multiple of the
+/// alignment lands in a class whose blocks all have that alignment (slab
+/// pages are 64 KiB-aligned and class sizes keep the power-of-two factor;
+/// see `size_class` tests), so alignments up to a slab page stay in slabs.
+#[inline(never)]
+fn alloc_aligned(size: usize, align: usize, zero: Zero) -> *mut u8 {
+    if align <= PAGE_SIZE {
+        if let Some(rounded) = size.checked_next_multiple_of(align) {
+            if rounded <= SMALL_MAX {
+                // SAFETY: as in `alloc`.
+                return unsafe { heap::alloc_small(crate::thread::current_heap(), rounded, zero) };
+            }
+        }
+    }
+    // SAFETY: `align` is a power of two (Layout's guarantee).
+    unsafe { crate::large::alloc(size, align, zero) }
+}
+
+/// Bytes usable at `p`, a live block of ours.
+///
+/// # Safety
+/// `p` is a live block returned by this allocator.
+pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
+    let seg = segment_of(p);
+    // SAFETY: `p` is live, so its header is.
+    unsafe {
+        if (*seg).header.kind == Kind::Large {
+            return crate::large::usable_size(seg.cast());
+        }
+        let page = Segment::page_of(seg, p);
+        (*page).block_size
+    }
+}
+
+/// # Safety
+/// `p` is a live block of ours with alignment `align`; not used again
+/// unless null is returned.
+pub(crate) unsafe fn realloc(p: *mut u8, align: usize, old_size: usize, new_size: usize) -> *mut u8 {
+    let seg = segment_of(p);
+    // SAFETY: `p` is live, so its header is; a large block's header heads
+    // its mapping.
+    unsafe {
+        if (*seg).header.kind == Kind::Large {
+            if new_size > SMALL_MAX || align > PAGE_SIZE {
+                let q = crate::large::realloc(seg.cast(), new_size);
+                if !q.is_null() {
+                    return q;
+                }
+            }
+        } else {
+            let block = (*Segment::page_of(seg, p)).block_size;
+            // Stay in place if the block fits and is not more than twice
+            // the request (the alignment is already the block's).
+            if new_size <= block && new_size >= block / 2 {
+                return p;
+            }
+        }
+        let q = alloc(new_size, align, Zero::No);
+        if !q.is_null() {
+            ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
+            heap::free(p);
+        }
+        q
+    }
+}
+
+// SAFETY: every method upholds GlobalAlloc's contract: blocks are at least
+// `layout.size()` bytes, aligned to `layout.align()`, never overlap while
+// live, and failures return null without unwinding.
+unsafe impl GlobalAlloc for MapAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc(layout.size(), layout.align(), Zero::No)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        alloc(layout.size(), layout.align(), Zero::Yes)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        // SAFETY: GlobalAlloc's contract: `ptr` is a live block of ours.
+        unsafe { heap::free(ptr) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: GlobalAlloc's contract: `ptr` is live with `layout`.
+        unsafe { realloc(ptr, layout.align(), layout.size(), new_size) }
+    }
+}

@@ -1,0 +1,299 @@
+//! Large blocks (above `SMALL_MAX`, or aligned beyond a slab's reach): each
+//! gets its own mapping, starting at a segment-aligned header page so that
+//! `free` finds it with the same mask as a small block.
+//!
+//! A freed mapping is kept whole and populated in a small cache, bounded in
+//! bytes (`MAPALLOC_LARGE_CACHE_BYTES`) and time (`MAPALLOC_LARGE_CACHE_MS`),
+//! and reused by the next large request that fits: faulting in and zeroing
+//! fresh pages is what makes a mapping per buffer slow, not the system
+//! call. After the delay it is unmapped.
+
+use crate::heap::Zero;
+use crate::os::{self, OS_PAGE};
+use crate::segment::{Header, Kind, SEGMENT_SIZE};
+use crate::stats::{Counter, STATS};
+use crate::sync::{AtomicPtr, AtomicU64, Ordering, SpinLock};
+use core::ptr;
+
+#[repr(C)]
+pub(crate) struct Large {
+    header: Header,
+    /// Length of the whole mapping, header page included.
+    map_len: usize,
+    /// Distance from the mapping's start to the block.
+    offset: usize,
+}
+
+/// Where the block starts in its mapping: one header page, or the
+/// alignment if larger. Above one segment the header sits one segment
+/// below the block (see `segment_of`).
+fn block_offset(align: usize) -> usize {
+    align.clamp(OS_PAGE, SEGMENT_SIZE)
+}
+
+fn mapping_len(offset: usize, size: usize) -> Option<usize> {
+    let len = offset.checked_add(size)?.checked_next_multiple_of(OS_PAGE)?;
+    (len <= isize::MAX as usize).then_some(len)
+}
+
+/// # Safety
+/// None beyond Rust's: returns null or a block of `size` bytes aligned to
+/// `align` (a power of two).
+pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
+    let offset = block_offset(align);
+    let Some(len) = mapping_len(offset, size) else { return ptr::null_mut() };
+    purge_expired(os::now_ms());
+    if align <= SEGMENT_SIZE {
+        if let Some((base, map_len)) = CACHE.take(len) {
+            // SAFETY: a cached mapping is ours, at least `len` bytes long.
+            unsafe {
+                let block = base.add(offset);
+                if zero == Zero::Yes {
+                    ptr::write_bytes(block, 0, size);
+                }
+                return finish(base, map_len, offset);
+            }
+        }
+    }
+    let base = if align <= SEGMENT_SIZE {
+        os::map_aligned(len, SEGMENT_SIZE, 0)
+    } else {
+        os::map_aligned(len, align, offset)
+    };
+    match base {
+        // Fresh anonymous memory is already zero: no memset for Zero::Yes.
+        // SAFETY: a fresh mapping of `len` bytes.
+        Some(base) => unsafe { finish(base.as_ptr(), len, offset) },
+        None => ptr::null_mut(),
+    }
+}
+
+/// Writes the header and counts a live large block.
+unsafe fn finish(base: *mut u8, map_len: usize, offset: usize) -> *mut u8 {
+    // SAFETY: `base` starts a mapping of ours at least one page long.
+    unsafe {
+        base.cast::<Large>().write(Large {
+            header: Header { owner: AtomicPtr::new(ptr::null_mut()), kind: Kind::Large },
+            map_len,
+            offset,
+        });
+        STATS.add(Counter::LargeMappings, 1);
+        STATS.add(Counter::LargeBytes, map_len);
+        base.add(offset)
+    }
+}
+
+/// # Safety
+/// `large` heads a live large mapping whose block is not used again.
+pub(crate) unsafe fn free(large: *mut Large) {
+    // SAFETY: the caller's contract.
+    let (base, len, offset) = unsafe { (large.cast::<u8>(), (*large).map_len, (*large).offset) };
+    STATS.sub(Counter::LargeMappings, 1);
+    STATS.sub(Counter::LargeBytes, len);
+    // Mappings placed for alignments above a segment do not fit the
+    // cache's segment-aligned reuse; they go straight back.
+    if offset > SEGMENT_SIZE || !CACHE.put(base, len) {
+        os::unmap(base, len);
+    }
+}
+
+/// Usable bytes of the large block at `p`.
+///
+/// # Safety
+/// `large` heads a live large mapping.
+pub(crate) unsafe fn usable_size(large: *mut Large) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { (*large).map_len - (*large).offset }
+}
+
+/// Resizes a large block, moving its pages with `mremap` rather than
+/// copying them. Returns null (the block untouched) if that is impossible;
+/// the caller then falls back to allocate-copy-free.
+///
+/// # Safety
+/// `large` heads a live large mapping whose block the caller owns.
+pub(crate) unsafe fn realloc(large: *mut Large, new_size: usize) -> *mut u8 {
+    // SAFETY: the caller's contract; the header moves with the pages.
+    unsafe {
+        let (old_len, offset) = ((*large).map_len, (*large).offset);
+        let base = large.cast::<u8>();
+        let Some(new_len) = mapping_len(offset, new_size) else { return ptr::null_mut() };
+        if new_len <= old_len {
+            // Shrinking in place cannot move; release the tail if it is
+            // worth a system call (a quarter or more).
+            if new_len < old_len - old_len / 4 && os::remap_in_place(base, old_len, new_len) {
+                (*large).map_len = new_len;
+                STATS.sub(Counter::LargeBytes, old_len - new_len);
+            }
+            return base.add(offset);
+        }
+        if os::remap_in_place(base, old_len, new_len) {
+            (*large).map_len = new_len;
+            STATS.add(Counter::LargeBytes, new_len - old_len);
+            return base.add(offset);
+        }
+        if offset > SEGMENT_SIZE {
+            return ptr::null_mut();
+        }
+        // Reserve a segment-aligned target and move the pages there.
+        let Some(target) = os::map_aligned(new_len, SEGMENT_SIZE, 0) else { return ptr::null_mut() };
+        let target = target.as_ptr();
+        if !os::remap_to(base, old_len, new_len, target) {
+            os::unmap(target, new_len);
+            return ptr::null_mut();
+        }
+        let moved = target.cast::<Large>();
+        (*moved).map_len = new_len;
+        STATS.add(Counter::LargeBytes, new_len - old_len);
+        target.add(offset)
+    }
+}
+
+/// When the oldest cached mapping expires (u64::MAX: cache empty). Lets
+/// the frequent callers skip the lock.
+static NEXT_EXPIRY: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Unmaps cached mappings older than the delay.
+pub(crate) fn purge_expired(now: u64) {
+    if now >= NEXT_EXPIRY.load(Ordering::Relaxed) {
+        CACHE.evict(now, Evict::Expired);
+    }
+}
+
+/// Unmaps every cached mapping.
+pub(crate) fn purge_all() {
+    CACHE.evict(os::now_ms(), Evict::All);
+}
+
+const CACHE_ENTRIES: usize = 16;
+
+#[derive(Clone, Copy)]
+struct Entry {
+    base: *mut u8,
+    len: usize,
+    freed_at: u64,
+}
+
+struct CacheState {
+    entries: [Entry; CACHE_ENTRIES],
+    count: usize,
+    bytes: usize,
+}
+
+// SAFETY: the entries are mappings owned by the cache, used under its lock.
+unsafe impl Send for CacheState {}
+
+struct Cache(SpinLock<CacheState>);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Evict {
+    Expired,
+    All,
+}
+
+static CACHE: Cache = Cache(SpinLock::new(CacheState {
+    entries: [Entry { base: ptr::null_mut(), len: 0, freed_at: 0 }; CACHE_ENTRIES],
+    count: 0,
+    bytes: 0,
+}));
+
+impl CacheState {
+    fn remove(&mut self, i: usize) -> Entry {
+        let e = self.entries[i];
+        self.count -= 1;
+        self.entries[i] = self.entries[self.count];
+        self.bytes -= e.len;
+        STATS.sub(Counter::LargeCachedBytes, e.len);
+        e
+    }
+}
+
+impl Cache {
+    /// The smallest cached mapping of at least `len` bytes, trimmed if it
+    /// is much larger; or a smaller one grown in place.
+    fn take(&self, len: usize) -> Option<(*mut u8, usize)> {
+        let e = {
+            let mut st = self.0.lock();
+            let mut best: Option<usize> = None;
+            let mut grow: Option<usize> = None;
+            for i in 0..st.count {
+                let el = st.entries[i].len;
+                if el >= len {
+                    if best.is_none_or(|b| el < st.entries[b].len) {
+                        best = Some(i);
+                    }
+                } else if grow.is_none_or(|g| el > st.entries[g].len) {
+                    grow = Some(i);
+                }
+            }
+            let i = best.or(grow)?;
+            st.remove(i)
+        };
+        if e.len >= len {
+            if e.len - len > len / 2 && os::remap_in_place(e.base, e.len, len) {
+                return Some((e.base, len));
+            }
+            return Some((e.base, e.len));
+        }
+        if os::remap_in_place(e.base, e.len, len) {
+            return Some((e.base, len));
+        }
+        // Could not grow it: the caller maps fresh memory; this one goes.
+        os::unmap(e.base, e.len);
+        None
+    }
+
+    fn put(&self, base: *mut u8, len: usize) -> bool {
+        let max = crate::options::LARGE_CACHE_BYTES.get();
+        if len > max {
+            return false;
+        }
+        let now = os::now_ms();
+        let mut victims = [Entry { base: ptr::null_mut(), len: 0, freed_at: 0 }; CACHE_ENTRIES];
+        let mut nv = 0;
+        {
+            let mut st = self.0.lock();
+            // Make room: oldest first.
+            while st.count > 0 && (st.count == CACHE_ENTRIES || st.bytes + len > max) {
+                let oldest = (0..st.count).min_by_key(|&i| st.entries[i].freed_at).unwrap_or(0);
+                victims[nv] = st.remove(oldest);
+                nv += 1;
+            }
+            let n = st.count;
+            st.entries[n] = Entry { base, len, freed_at: now };
+            st.count += 1;
+            st.bytes += len;
+            STATS.add(Counter::LargeCachedBytes, len);
+            let delay = crate::options::LARGE_CACHE_MS.get() as u64;
+            NEXT_EXPIRY.fetch_min(now.saturating_add(delay), Ordering::Relaxed);
+        }
+        for v in &victims[..nv] {
+            os::unmap(v.base, v.len);
+        }
+        true
+    }
+
+    fn evict(&self, now: u64, which: Evict) {
+        let delay = crate::options::LARGE_CACHE_MS.get() as u64;
+        let mut victims = [Entry { base: ptr::null_mut(), len: 0, freed_at: 0 }; CACHE_ENTRIES];
+        let mut nv = 0;
+        {
+            let mut st = self.0.lock();
+            let mut i = 0;
+            while i < st.count {
+                if which == Evict::All || now.saturating_sub(st.entries[i].freed_at) >= delay {
+                    victims[nv] = st.remove(i);
+                    nv += 1;
+                } else {
+                    i += 1;
+                }
+            }
+            let oldest = st.entries[..st.count].iter().map(|e| e.freed_at).min();
+            let next = oldest.map_or(u64::MAX, |t| t.saturating_add(delay));
+            NEXT_EXPIRY.store(next, Ordering::Relaxed);
+        }
+        for v in &victims[..nv] {
+            os::unmap(v.base, v.len);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! mapalloc: a memory allocator for Rust programs on Linux x86_64 that
+//! takes all its memory from anonymous private `mmap`.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
+//! ```
+//!
+//! Small requests come from size-class slabs in 4 MiB segments through a
+//! thread-local heap (no lock, no system call on the fast path); large ones
+//! get their own mapping. See `docs/design.md`.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod sync;
+
+#[cfg(not(loom))]
+mod global;
+#[cfg(not(loom))]
+mod heap;
+#[cfg(not(loom))]
+mod large;
+#[cfg(not(loom))]
+mod options;
+#[cfg(not(loom))]
+mod os;
+#[cfg(not(loom))]
+mod page;
+#[cfg(not(loom))]
+mod segment;
+#[cfg(not(loom))]
+mod size_class;
+#[cfg(not(loom))]
+mod stats;
+#[cfg(not(loom))]
+mod thread;
+
+#[cfg(not(loom))]
+pub use global::MapAlloc;
+#[cfg(not(loom))]
+pub use stats::{Stats, stats};
+
+/// Returns free memory to the OS now: the calling thread's empty slab
+/// pages, the shared fallback heap's, the large-mapping cache and the
+/// segment cache. Other threads' heaps are left alone (they are theirs).
+#[cfg(not(loom))]
+pub fn collect() {
+    thread::collect_current();
+}
+
+/// Bytes usable at `ptr`, which may exceed the size asked for (the block's
+/// size class, or the large mapping's page-rounded length).
+///
+/// # Safety
+/// `ptr` is a live block returned by this allocator.
+#[cfg(not(loom))]
+pub unsafe fn usable_size(ptr: *const u8) -> usize {
+    // SAFETY: forwarded.
+    unsafe { global::usable_size(ptr.cast_mut()) }
+}

@@ -1,0 +1,42 @@
+//! The `MAPALLOC_*` options: one table, read once at start-up with
+//! `getenv` (which does not allocate), then plain relaxed loads.
+
+use crate::os;
+use crate::sync::{AtomicUsize, Ordering};
+
+pub(crate) struct Opt {
+    env: &'static core::ffi::CStr,
+    value: AtomicUsize,
+}
+
+impl Opt {
+    const fn new(env: &'static core::ffi::CStr, default: usize) -> Self {
+        Self { env, value: AtomicUsize::new(default) }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> usize {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// Bytes of freed large mappings kept for reuse (0 disables the cache).
+pub(crate) static LARGE_CACHE_BYTES: Opt = Opt::new(c"MAPALLOC_LARGE_CACHE_BYTES", 64 << 20);
+/// How long a freed large mapping may wait for reuse before it is unmapped.
+pub(crate) static LARGE_CACHE_MS: Opt = Opt::new(c"MAPALLOC_LARGE_CACHE_MS", 250);
+/// How long an emptied slab page keeps its physical memory before it is
+/// `madvise`d away (0: at once).
+pub(crate) static PURGE_DELAY_MS: Opt = Opt::new(c"MAPALLOC_PURGE_DELAY_MS", 10);
+/// Empty segments kept (purged) for reuse before they are unmapped.
+pub(crate) static SEGMENT_CACHE: Opt = Opt::new(c"MAPALLOC_SEGMENT_CACHE", 8);
+
+static ALL: [&Opt; 4] = [&LARGE_CACHE_BYTES, &LARGE_CACHE_MS, &PURGE_DELAY_MS, &SEGMENT_CACHE];
+
+/// Reads the environment. Called once, before the first heap is set up.
+pub(crate) fn init() {
+    for opt in ALL {
+        if let Some(v) = os::env_usize(opt.env) {
+            opt.value.store(v, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The operating-system contract: the only module that calls `mmap`,
+//! `munmap`, `mremap`, `madvise` and the clock. Every call reports failure
+//! as `None`/`false`; nothing here allocates, panics or retries forever.
+//! Memory is always mapped read-write, never executable.
+
+use crate::stats::{STATS, Counter};
+use crate::sync::{AtomicUsize, Ordering};
+use core::ptr::{self, NonNull};
+
+/// The kernel page size on x86_64 Linux.
+pub(crate) const OS_PAGE: usize = 4096;
+
+const PROT_RW: libc::c_int = libc::PROT_READ | libc::PROT_WRITE;
+const MAP_ANON_PRIVATE: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+
+/// Where the next aligned mapping is asked for. Asking at an address that
+/// is already aligned lets the kernel give us an aligned block in one
+/// `mmap`, instead of over-mapping and trimming (three system calls).
+static ALIGNED_HINT: AtomicUsize = AtomicUsize::new(0);
+/// Start of the hint area (2 TiB) plus a random slide chosen at start-up.
+const HINT_BASE: usize = 2 << 40;
+/// The hint area ends here (32 TiB); after that the kernel chooses.
+const HINT_END: usize = 32 << 40;
+
+pub(crate) fn init_hint(random: u64) {
+    // Slide by up to 1 TiB in 4 MiB steps so the layout is not the same in
+    // every process.
+    let slide = (random as usize % (1 << 18)) << 22;
+    ALIGNED_HINT.store(HINT_BASE + slide, Ordering::Relaxed);
+}
+
+/// Maps `len` bytes of fresh, zeroed, read-write memory anywhere.
+pub(crate) fn map(len: usize) -> Option<NonNull<u8>> {
+    map_at(ptr::null_mut(), len)
+}
+
+fn map_at(hint: *mut u8, len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping without MAP_FIXED never
+    // replaces an existing mapping; the result is checked for MAP_FAILED.
+    let p = unsafe { libc::mmap(hint.cast(), len, PROT_RW, MAP_ANON_PRIVATE, -1, 0) };
+    STATS.add(Counter::MmapCalls, 1);
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    STATS.add(Counter::MappedBytes, len);
+    NonNull::new(p.cast())
+}
+
+/// Unmaps `[p, p+len)`. Returns false (and leaves the memory mapped) if the
+/// kernel refused, which only happens when a split would exceed the map
+/// count limit; the caller then keeps the memory as it is.
+pub(crate) fn unmap(p: *mut u8, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    // SAFETY: callers pass a range they mapped and no longer use.
+    let rc = unsafe { libc::munmap(p.cast(), len) };
+    STATS.add(Counter::MunmapCalls, 1);
+    if rc == 0 {
+        STATS.sub(Counter::MappedBytes, len);
+    }
+    rc == 0
+}
+
+/// Maps `len` bytes at an address `a` such that `a + offset` is a multiple
+/// of `align` (a power of two, at least the OS page).
+pub(crate) fn map_aligned(len: usize, align: usize, offset: usize) -> Option<NonNull<u8>> {
+    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && offset % OS_PAGE == 0);
+    // First try: ask at the next hint address, which is aligned for offset 0.
+    if offset == 0 {
+        let span = len.checked_add(align - 1)? & !(align - 1);
+        let hint = ALIGNED_HINT.fetch_add(span, Ordering::Relaxed);
+        if hint != 0 && hint % align == 0 && hint + span <= HINT_END {
+            let p = map_at(hint as *mut u8, len)?;
+            if p.as_ptr() as usize % align == 0 {
+                return Some(p);
+            }
+            unmap(p.as_ptr(), len);
+        }
+    }
+    // Fallback: over-map by `align` and trim both ends.
+    let over = len.checked_add(align)?;
+    let raw = map(over)?.as_ptr() as usize;
+    let start = (raw + offset).next_multiple_of(align) - offset;
+    let start = if start < raw { start + align } else { start };
+    let head = start - raw;
+    let tail = over - head - len;
+    // A failed trim only leaves unused address space mapped; it is counted
+    // in `mapped_bytes` and reclaimed when the process exits.
+    unmap(raw as *mut u8, head);
+    unmap((start + len) as *mut u8, tail);
+    NonNull::new(start as *mut u8)
+}
+
+/// Grows or shrinks a mapping where it stands. False if it cannot.
+pub(crate) fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    // SAFETY: without MREMAP_MAYMOVE the mapping either keeps its address
+    // or the call fails; `p` is a mapping of `old` bytes we own.
+    let r = unsafe { libc::mremap(p.cast(), old, new, 0) };
+    STATS.add(Counter::MremapCalls, 1);
+    if r == libc::MAP_FAILED {
+        return false;
+    }
+    adjust_mapped(old, new);
+    true
+}
+
+/// Moves the pages of a mapping to `target` (a reservation of at least
+/// `new` bytes that we own) without copying them.
+pub(crate) fn remap_to(p: *mut u8, old: usize, new: usize, target: *mut u8) -> bool {
+    // SAFETY: MREMAP_FIXED replaces only `[target, target+new)`, which the
+    // caller reserved for this purpose; `p` is a mapping of `old` bytes.
+    let r = unsafe {
+        libc::mremap(p.cast(), old, new, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, target)
+    };
+    STATS.add(Counter::MremapCalls, 1);
+    if r == libc::MAP_FAILED {
+        return false;
+    }
+    // The reservation's `new` bytes were already counted; the old mapping
+    // is gone.
+    STATS.sub(Counter::MappedBytes, old);
+    true
+}
+
+fn adjust_mapped(old: usize, new: usize) {
+    if new > old {
+        STATS.add(Counter::MappedBytes, new - old);
+    } else {
+        STATS.sub(Counter::MappedBytes, old - new);
+    }
+}
+
+/// Gives the physical pages behind `[p, p+len)` back to the kernel; the
+/// range stays mapped and reads as zero afterwards.
+pub(crate) fn purge(p: *mut u8, len: usize) -> bool {
+    if len == 0 {
+        return true;
+    }
+    // SAFETY: MADV_DONTNEED on a private anonymous range we own only drops
+    // its contents (it reads back as zero); callers hold no data there.
+    let rc = unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) };
+    STATS.add(Counter::MadviseCalls, 1);
+    rc == 0
+}
+
+/// A coarse monotonic clock in milliseconds (vDSO, no system call).
+pub(crate) fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; the coarse clock cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// 64 random bits from the kernel, or a clock-derived value if `getrandom`
+/// is unavailable.
+pub(crate) fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: writes at most 8 bytes into `v`; GRND_NONBLOCK never blocks.
+    let n = unsafe { libc::getrandom((&raw mut v).cast(), 8, libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return v;
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_nsec as u64) ^ ((ts.tv_sec as u64) << 32) ^ (&raw const v as u64)
+}
+
+/// Reads an environment variable as an unsigned number without allocating.
+pub(crate) fn env_usize(name: &core::ffi::CStr) -> Option<usize> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a pointer to
+    // a NUL-terminated string owned by the environment.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null results of getenv are NUL-terminated strings.
+    let bytes = unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes();
+    parse_usize(bytes)
+}
+
+fn parse_usize(bytes: &[u8]) -> Option<usize> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut v: usize = 0;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((b - b'0') as usize)?;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_numbers() {
+        assert_eq!(parse_usize(b"0"), Some(0));
+        assert_eq!(parse_usize(b"123"), Some(123));
+        assert_eq!(parse_usize(b""), None);
+        assert_eq!(parse_usize(b"12x"), None);
+        assert_eq!(parse_usize(b"99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn aligned_mapping_is_aligned() {
+        for &(len, align, offset) in &[(4096, 1 << 22, 0), (1 << 20, 1 << 22, 4096), (8192, 1 << 23, 1 << 22)] {
+            let p = map_aligned(len, align, offset).expect("map");
+            assert_eq!((p.as_ptr() as usize + offset) % align, 0);
+            // SAFETY: freshly mapped, read-write, `len` bytes.
+            unsafe { p.as_ptr().write_bytes(7, len) };
+            assert!(unmap(p.as_ptr(), len));
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! A slab: one size class in a run of 64 KiB pages of a segment, with its
+//! free list sharded three ways (mimalloc's design):
+//!
+//! * `free`: blocks the owner allocates from (no atomics);
+//! * `local_free`: blocks the owner freed (no atomics);
+//! * `thread_free`: blocks other threads freed, pushed with a CAS and taken
+//!   whole by the owner.
+//!
+//! Invariant: `used == capacity - |free| - |local_free|`, where `capacity`
+//! counts the blocks carved so far; blocks in `thread_free` still count as
+//! used until the owner collects them.
+
+use crate::sync::{AtomicUsize, Ordering};
+use core::ptr;
+
+/// A free block; its first word links to the next free block.
+#[repr(C)]
+pub(crate) struct Block {
+    pub(crate) next: *mut Block,
+}
+
+/// Low bit of `thread_free`: the owner parked this page in its full list
+/// and wants to hear about the next remote free (see `free_remote`).
+pub(crate) const NOTIFY_OWNER: usize = 1;
+
+#[repr(C)]
+pub(crate) struct Page {
+    /// Blocks ready to hand out. Owner only.
+    pub(crate) free: *mut Block,
+    /// Blocks handed out and not yet seen freed by the owner. Owner only.
+    pub(crate) used: u32,
+    /// The page sits in its heap's full list. Owner only.
+    pub(crate) in_full: bool,
+    /// Every block on `free` is zero apart from its link word.
+    pub(crate) free_is_zero: bool,
+    /// Size class; `u8::MAX` while the page is not a slab.
+    pub(crate) class: u8,
+    /// Slab pages in this slab (on the head descriptor).
+    pub(crate) span: u8,
+    /// Index distance to the slab's head descriptor (0 on the head).
+    pub(crate) head_delta: u8,
+    /// Blocks freed by the owner. Owner only.
+    pub(crate) local_free: *mut Block,
+    /// Blocks freed by other threads, with `NOTIFY_OWNER` in the low bit.
+    pub(crate) thread_free: AtomicUsize,
+    pub(crate) block_size: usize,
+    /// Uncarved part of the slab: `[bump, end)`.
+    pub(crate) bump: *mut u8,
+    pub(crate) end: *mut u8,
+    /// Links in the owner heap's page queue or full list.
+    pub(crate) next: *mut Page,
+    pub(crate) prev: *mut Page,
+}
+
+impl Page {
+    pub(crate) const EMPTY: Page = Page {
+        free: ptr::null_mut(),
+        used: 0,
+        in_full: false,
+        free_is_zero: false,
+        class: u8::MAX,
+        span: 0,
+        head_delta: 0,
+        local_free: ptr::null_mut(),
+        thread_free: AtomicUsize::new(0),
+        block_size: 0,
+        bump: ptr::null_mut(),
+        end: ptr::null_mut(),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+    };
+
+    /// Makes this descriptor a fresh slab for `class` over `[start, end)`.
+    pub(crate) fn init_slab(&mut self, class: usize, block_size: usize, start: *mut u8, end: *mut u8, zero: bool) {
+        self.free = ptr::null_mut();
+        self.used = 0;
+        self.in_full = false;
+        self.free_is_zero = zero;
+        self.class = class as u8;
+        self.local_free = ptr::null_mut();
+        self.thread_free.store(0, Ordering::Relaxed);
+        self.block_size = block_size;
+        self.bump = start;
+        self.end = end;
+        self.next = ptr::null_mut();
+        self.prev = ptr::null_mut();
+    }
+
+    /// Carves up to about 4 KiB (at least one block) of the slab's fresh
+    /// memory onto `free`. Carving lazily keeps untouched memory out of
+    /// RSS. Returns false when the slab is fully carved.
+    ///
+    /// # Safety
+    /// Owner only; `free` must be empty.
+    pub(crate) unsafe fn extend(&mut self) -> bool {
+        debug_assert!(self.free.is_null());
+        let size = self.block_size;
+        let avail = (self.end as usize).saturating_sub(self.bump as usize) / size;
+        if avail == 0 {
+            return false;
+        }
+        let n = avail.min((4096 / size).max(1));
+        let first = self.bump;
+        for i in 0..n {
+            // SAFETY: block `i` lies inside `[bump, end)`, which belongs to
+            // this slab and is not handed out; blocks are 16-aligned.
+            unsafe {
+                let b = first.add(i * size).cast::<Block>();
+                let next = if i + 1 < n { first.add((i + 1) * size).cast() } else { ptr::null_mut() };
+                (*b).next = next;
+            }
+        }
+        // SAFETY: `n * size <= end - bump`.
+        self.bump = unsafe { first.add(n * size) };
+        self.free = first.cast();
+        // Fresh blocks keep `free_is_zero` as the slab memory had it.
+        true
+    }
+
+    /// Moves the owner's and other threads' frees onto `free`.
+    ///
+    /// # Safety
+    /// Owner only; `free` must be empty.
+    pub(crate) unsafe fn collect(&mut self) {
+        debug_assert!(self.free.is_null());
+        if !self.local_free.is_null() {
+            self.free = self.local_free;
+            self.local_free = ptr::null_mut();
+            self.free_is_zero = false;
+        }
+        if self.thread_free.load(Ordering::Relaxed) & !NOTIFY_OWNER != 0 {
+            // SAFETY: forwarded from the caller: owner only.
+            unsafe { self.collect_thread_free() };
+        }
+    }
+
+    /// Takes the whole remote-free list and puts it on `free`.
+    ///
+    /// # Safety
+    /// Owner only (or the thread abandoning or reclaiming the segment).
+    pub(crate) unsafe fn collect_thread_free(&mut self) {
+        let head = self.thread_free.swap(0, Ordering::Acquire) & !NOTIFY_OWNER;
+        if head == 0 {
+            return;
+        }
+        let head = head as *mut Block;
+        let mut tail = head;
+        let mut count = 1u32;
+        // SAFETY: the Acquire swap made every pushed block and its link
+        // visible; remote frees only push blocks of this page.
+        unsafe {
+            while !(*tail).next.is_null() {
+                tail = (*tail).next;
+                count += 1;
+            }
+            (*tail).next = self.free;
+        }
+        self.free = head;
+        self.free_is_zero = false;
+        self.used -= count;
+    }
+
+    /// Marks an exhausted page as parked in the full list, so the next
+    /// remote free tells the owner. Fails if remote frees arrived since the
+    /// last collect; the caller collects them instead.
+    pub(crate) fn try_park_full(&self) -> bool {
+        self.thread_free.compare_exchange(0, NOTIFY_OWNER, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Clears the notify flag when the owner itself takes the page back.
+    pub(crate) fn unpark(&self) {
+        let _ = self.thread_free.compare_exchange(NOTIFY_OWNER, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Pushes `block` on `thread_free` from a thread that does not own the
+    /// page. Returns false when the page was parked full: the flag is then
+    /// cleared and the caller must hand the block to the owner through the
+    /// segment's delayed-free list instead (the block keeps the page in use
+    /// until the owner sees it, so the page cannot be freed meanwhile).
+    ///
+    /// # Safety
+    /// `block` is a block of this page that the caller owns.
+    pub(crate) unsafe fn push_thread_free(&self, block: *mut Block) -> bool {
+        let mut old = self.thread_free.load(Ordering::Relaxed);
+        loop {
+            if old == NOTIFY_OWNER {
+                match self.thread_free.compare_exchange_weak(old, 0, Ordering::AcqRel, Ordering::Relaxed) {
+                    Ok(_) => return false,
+                    Err(cur) => old = cur,
+                }
+                continue;
+            }
+            // SAFETY: the caller owns `block` until the CAS publishes it.
+            unsafe { (*block).next = old as *mut Block };
+            match self.thread_free.compare_exchange_weak(old, block as usize, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+}

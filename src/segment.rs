@@ -1,0 +1,332 @@
+//! Segments: 4 MiB chunks aligned to their size, cut into 64 slab pages of
+//! 64 KiB. Page 0 holds the header (owner, page bitmaps, the 64 page
+//! descriptors), so `ptr -> segment` is a mask and `ptr -> page` a shift.
+//!
+//! Large mappings start with the same `Header`, so `free` tells the two
+//! apart with one load after the mask. `segment_of` masks `p - 1` rather
+//! than `p`: every small block and every large block starts past its
+//! header, and for a large block aligned to 4 MiB or more the header sits
+//! exactly one segment below the block.
+
+use crate::heap::Heap;
+use crate::os;
+use crate::page::{Block, Page};
+use crate::stats::{Counter, STATS};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use core::ptr;
+use static_assertions::const_assert;
+
+pub(crate) const SEGMENT_SHIFT: usize = 22;
+pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+pub(crate) const PAGE_SHIFT: usize = 16;
+pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
+pub(crate) const PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
+/// Bits of the slab pages in `free_mask` (page 0 is the header).
+const ALL_SLAB_PAGES: u64 = !1;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub(crate) enum Kind {
+    Small = 0x5e6_0001,
+    Large = 0x5e6_0002,
+}
+
+/// The words every segment and large mapping starts with.
+#[repr(C)]
+pub(crate) struct Header {
+    /// The heap whose thread frees here without atomics; null for large
+    /// mappings and abandoned segments.
+    pub(crate) owner: AtomicPtr<Heap>,
+    pub(crate) kind: Kind,
+}
+
+#[repr(C)]
+pub(crate) struct Segment {
+    pub(crate) header: Header,
+    /// Blocks freed remotely into pages the owner had parked full; the
+    /// owner drains it on its slow path.
+    pub(crate) delayed_free: AtomicPtr<Block>,
+    /// Link in the global abandoned list.
+    pub(crate) abandoned_next: *mut Segment,
+    /// Links in the owner heap's segment list. Owner only.
+    pub(crate) heap_next: *mut Segment,
+    pub(crate) heap_prev: *mut Segment,
+    /// Bit i: page i is not part of a slab.
+    pub(crate) free_mask: u64,
+    /// Bit i: page i is free but still holds physical memory.
+    pub(crate) dirty_mask: u64,
+    /// Bit i: page i is known to read as zero.
+    pub(crate) zero_mask: u64,
+    /// When the dirty pages should be purged (coarse ms clock).
+    pub(crate) purge_at: u64,
+    pub(crate) pages: [Page; PAGES],
+}
+
+const_assert!(core::mem::size_of::<Segment>() <= PAGE_SIZE);
+const_assert!(core::mem::offset_of!(Segment, header) == 0);
+
+/// The segment (or large mapping) header governing pointer `p`.
+#[inline(always)]
+pub(crate) fn segment_of(p: *mut u8) -> *mut Segment {
+    ((p as usize - 1) & !(SEGMENT_SIZE - 1)) as *mut Segment
+}
+
+impl Segment {
+    /// The slab page holding block `p` (which must lie in this segment).
+    ///
+    /// # Safety
+    /// `p` points into a slab of this (live, small) segment.
+    #[inline(always)]
+    pub(crate) unsafe fn page_of(this: *mut Segment, p: *mut u8) -> *mut Page {
+        let idx = (p as usize - this as usize) >> PAGE_SHIFT;
+        let d = Self::page_ptr(this, idx);
+        // SAFETY: the head delta never points before page 1.
+        unsafe { d.sub((*d).head_delta as usize) }
+    }
+
+    pub(crate) fn page_index(this: *mut Segment, page: *const Page) -> usize {
+        // SAFETY: only the address of the field is computed.
+        let base = unsafe { (&raw const (*this).pages).cast::<Page>() };
+        (page as usize - base as usize) / core::mem::size_of::<Page>()
+    }
+
+    /// Maps a fresh segment, or takes one from the cache. Its header is
+    /// initialised with `owner`; null if the OS refuses memory.
+    pub(crate) fn acquire(owner: *mut Heap) -> *mut Segment {
+        let (base, zero) = match SEGMENT_CACHE.take() {
+            Some(s) => (s, true),
+            None => match os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0) {
+                Some(p) => {
+                    STATS.add(Counter::Segments, 1);
+                    (p.as_ptr(), true)
+                }
+                None => return ptr::null_mut(),
+            },
+        };
+        let seg = base.cast::<Segment>();
+        // SAFETY: `seg` is a mapped, exclusively owned segment whose first
+        // page is large enough for the header (const-asserted above).
+        unsafe {
+            seg.write(Segment {
+                header: Header { owner: AtomicPtr::new(owner), kind: Kind::Small },
+                delayed_free: AtomicPtr::new(ptr::null_mut()),
+                abandoned_next: ptr::null_mut(),
+                heap_next: ptr::null_mut(),
+                heap_prev: ptr::null_mut(),
+                free_mask: ALL_SLAB_PAGES,
+                dirty_mask: 0,
+                zero_mask: if zero { ALL_SLAB_PAGES } else { 0 },
+                purge_at: 0,
+                pages: [Page::EMPTY; PAGES],
+            });
+        }
+        seg
+    }
+
+    /// Gives an empty segment back: to the cache (purged) or to the OS.
+    ///
+    /// # Safety
+    /// The segment is empty, in no list, and nobody refers to it any more.
+    pub(crate) unsafe fn release(seg: *mut Segment) {
+        // SAFETY: forwarded.
+        debug_assert!(unsafe { (*seg).free_mask } == ALL_SLAB_PAGES);
+        let base = seg.cast::<u8>();
+        if os::purge(base, SEGMENT_SIZE) && SEGMENT_CACHE.put(base) {
+            return;
+        }
+        if os::unmap(base, SEGMENT_SIZE) {
+            STATS.sub(Counter::Segments, 1);
+        }
+    }
+
+    /// Finds `span` free pages (aligned to `span`) and marks them used.
+    /// Returns the index of the first, or None.
+    pub(crate) fn take_pages(&mut self, span: usize) -> Option<usize> {
+        let run = if span == 64 { u64::MAX } else { (1u64 << span) - 1 };
+        let mut idx = span.max(1);
+        while idx + span <= PAGES {
+            let m = run << idx;
+            if self.free_mask & m == m {
+                self.free_mask &= !m;
+                self.dirty_mask &= !m;
+                return Some(idx);
+            }
+            idx += span;
+        }
+        None
+    }
+
+    /// True iff pages `[idx, idx+span)` all read as zero; clears that fact.
+    pub(crate) fn take_zero(&mut self, idx: usize, span: usize) -> bool {
+        let m = ((1u64 << span) - 1) << idx;
+        let zero = self.zero_mask & m == m;
+        self.zero_mask &= !m;
+        zero
+    }
+
+    /// Returns pages `[idx, idx+span)` to the free pool, dirty.
+    pub(crate) fn give_pages(&mut self, idx: usize, span: usize, now: u64) {
+        let m = ((1u64 << span) - 1) << idx;
+        self.free_mask |= m;
+        if self.dirty_mask == 0 {
+            self.purge_at = now + crate::options::PURGE_DELAY_MS.get() as u64;
+        }
+        self.dirty_mask |= m;
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.free_mask == ALL_SLAB_PAGES
+    }
+
+    /// `madvise`s every dirty free page away, one call per run of pages.
+    pub(crate) fn purge_dirty(&mut self) {
+        let mut mask = self.dirty_mask;
+        let base = self as *mut Segment as usize;
+        while mask != 0 {
+            let start = mask.trailing_zeros() as usize;
+            let len = (mask >> start).trailing_ones() as usize;
+            if os::purge((base + start * PAGE_SIZE) as *mut u8, len * PAGE_SIZE) {
+                let m = if len == 64 { u64::MAX } else { ((1u64 << len) - 1) << start };
+                self.zero_mask |= m;
+            }
+            mask &= !(if len == 64 { u64::MAX } else { ((1u64 << len) - 1) << start });
+        }
+        self.dirty_mask = 0;
+    }
+
+    /// Raw pointer to descriptor `idx` (no reference to the array is made:
+    /// other threads may be touching their pages' atomics).
+    #[inline(always)]
+    pub(crate) fn page_ptr(this: *mut Segment, idx: usize) -> *mut Page {
+        debug_assert!(idx < PAGES);
+        // SAFETY: only an address inside the header is computed.
+        unsafe { (&raw mut (*this).pages).cast::<Page>().add(idx) }
+    }
+
+    /// Hands `block` to the owner (see `Page::push_thread_free`).
+    ///
+    /// # Safety
+    /// `block` is a block of this segment that the caller owns.
+    pub(crate) unsafe fn push_delayed(&self, block: *mut Block) {
+        let mut head = self.delayed_free.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is ours until the CAS publishes it.
+            unsafe { (*block).next = head };
+            match self.delayed_free.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(cur) => head = cur,
+            }
+        }
+    }
+
+    /// Takes every delayed block (a chain through `Block::next`).
+    pub(crate) fn take_delayed(&self) -> *mut Block {
+        if self.delayed_free.load(Ordering::Relaxed).is_null() {
+            return ptr::null_mut();
+        }
+        self.delayed_free.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+
+    /// Pushes an abandoned segment on the global list (lock-free; see
+    /// `AbandonedList`).
+    ///
+    /// # Safety
+    /// `seg` is live, owned by nobody, and in no other list.
+    pub(crate) unsafe fn abandon(seg: *mut Segment) {
+        STATS.add(Counter::AbandonedSegments, 1);
+        // SAFETY: forwarded.
+        unsafe { ABANDONED.push(seg) };
+    }
+
+    /// Takes every abandoned segment at once (a chain through
+    /// `abandoned_next`).
+    pub(crate) fn take_abandoned() -> *mut Segment {
+        ABANDONED.take_all()
+    }
+}
+
+/// The global list of abandoned segments: a Treiber stack whose only pop
+/// is "take everything". A take-all swap cannot suffer ABA and never reads
+/// a node another thread may already have reused, unlike a single pop.
+pub(crate) struct AbandonedList {
+    head: AtomicPtr<Segment>,
+}
+
+impl AbandonedList {
+    pub(crate) const fn new() -> Self {
+        Self { head: AtomicPtr::new(ptr::null_mut()) }
+    }
+
+    /// # Safety
+    /// The caller owns `seg` and it is in no list.
+    pub(crate) unsafe fn push(&self, seg: *mut Segment) {
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: `seg` is exclusively ours until the CAS publishes it.
+            unsafe { (*seg).abandoned_next = head };
+            match self.head.compare_exchange_weak(head, seg, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(cur) => head = cur,
+            }
+        }
+    }
+
+    pub(crate) fn take_all(&self) -> *mut Segment {
+        if self.head.load(Ordering::Relaxed).is_null() {
+            return ptr::null_mut();
+        }
+        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+}
+
+static ABANDONED: AbandonedList = AbandonedList::new();
+
+/// Empty, purged segments kept for reuse: a fixed array of slots, each
+/// claimed with a single swap, so it is lock-free, has no ABA and no
+/// linked nodes to read after another thread took them.
+pub(crate) struct SegmentCache {
+    slots: [AtomicUsize; CACHE_SLOTS],
+}
+
+const CACHE_SLOTS: usize = 16;
+
+impl SegmentCache {
+    pub(crate) const fn new() -> Self {
+        Self { slots: [const { AtomicUsize::new(0) }; CACHE_SLOTS] }
+    }
+
+    pub(crate) fn take(&self) -> Option<*mut u8> {
+        for slot in &self.slots {
+            if slot.load(Ordering::Relaxed) != 0 {
+                let s = slot.swap(0, Ordering::Acquire);
+                if s != 0 {
+                    return Some(s as *mut u8);
+                }
+            }
+        }
+        None
+    }
+
+    pub(crate) fn put(&self, seg: *mut u8) -> bool {
+        let limit = crate::options::SEGMENT_CACHE.get().min(CACHE_SLOTS);
+        for slot in &self.slots[..limit] {
+            if slot.load(Ordering::Relaxed) == 0
+                && slot.compare_exchange(0, seg as usize, Ordering::Release, Ordering::Relaxed).is_ok()
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Unmaps every cached segment.
+    pub(crate) fn drain(&self) {
+        while let Some(s) = self.take() {
+            if os::unmap(s, SEGMENT_SIZE) {
+                STATS.sub(Counter::Segments, 1);
+            }
+        }
+    }
+}
+
+pub(crate) static SEGMENT_CACHE: SegmentCache = SegmentCache::new();
