@@ -65,7 +65,7 @@ pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
             return crate::large::usable_size(seg.cast());
         }
         let page = Segment::page_of(seg, p);
-        (*page).block_size
+        (*page).block_size as usize
     }
 }
 
@@ -85,7 +85,7 @@ pub(crate) unsafe fn realloc(p: *mut u8, align: usize, old_size: usize, new_size
                 }
             }
         } else {
-            let block = (*Segment::page_of(seg, p)).block_size;
+            let block = (*Segment::page_of(seg, p)).block_size as usize;
             // Stay in place if the block fits and is not more than twice
             // the request (the alignment is already the block's).
             if new_size <= block && new_size >= block / 2 {

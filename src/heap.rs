@@ -166,7 +166,7 @@ unsafe fn zero_block(page: *mut Page, block: *mut Block) {
         if (*page).free_is_zero {
             (*block).next = ptr::null_mut();
         } else {
-            ptr::write_bytes(block.cast::<u8>(), 0, (*page).block_size);
+            ptr::write_bytes(block.cast::<u8>(), 0, (*page).block_size as usize);
         }
     }
 }
@@ -448,10 +448,8 @@ unsafe fn init_slab(heap: *mut Heap, seg: *mut Segment, idx: usize, class: usize
             (*d).head_delta = i as u8;
         }
         let page = Segment::page_ptr(seg, idx);
-        let start = (seg as usize + idx * PAGE_SIZE) as *mut u8;
         let size = class_size(class);
-        let end = start.add(span * PAGE_SIZE / size * size);
-        (*page).init_slab(class, size, start, end, zero);
+        (*page).init_slab(class, size, span * PAGE_SIZE / size, zero);
         (*page).span = span as u8;
         (*page).head_delta = 0;
         (*page).extend();

@@ -12,6 +12,7 @@
 
 use crate::sync::{AtomicUsize, Ordering};
 use core::ptr;
+use static_assertions::const_assert;
 
 /// A free block; its first word links to the next free block.
 #[repr(C)]
@@ -23,12 +24,27 @@ pub(crate) struct Block {
 /// and wants to hear about the next remote free (see `free_remote`).
 pub(crate) const NOTIFY_OWNER: usize = 1;
 
-#[repr(C)]
+/// One cache line per descriptor: the owner's fields and the remote
+/// `thread_free` share it (as in mimalloc), neighbours' pages do not.
+#[repr(C, align(64))]
 pub(crate) struct Page {
     /// Blocks ready to hand out. Owner only.
     pub(crate) free: *mut Block,
+    /// Blocks freed by the owner. Owner only.
+    pub(crate) local_free: *mut Block,
+    /// Blocks freed by other threads, with `NOTIFY_OWNER` in the low bit.
+    pub(crate) thread_free: AtomicUsize,
+    /// Links in the owner heap's page queue or full list.
+    pub(crate) next: *mut Page,
+    pub(crate) prev: *mut Page,
     /// Blocks handed out and not yet seen freed by the owner. Owner only.
     pub(crate) used: u32,
+    pub(crate) block_size: u32,
+    /// Blocks carved onto the free lists so far; the rest of the slab is
+    /// untouched memory.
+    pub(crate) carved: u32,
+    /// Blocks the slab holds.
+    pub(crate) capacity: u32,
     /// The page sits in its heap's full list. Owner only.
     pub(crate) in_full: bool,
     /// Every block on `free` is zero apart from its link word.
@@ -39,18 +55,10 @@ pub(crate) struct Page {
     pub(crate) span: u8,
     /// Index distance to the slab's head descriptor (0 on the head).
     pub(crate) head_delta: u8,
-    /// Blocks freed by the owner. Owner only.
-    pub(crate) local_free: *mut Block,
-    /// Blocks freed by other threads, with `NOTIFY_OWNER` in the low bit.
-    pub(crate) thread_free: AtomicUsize,
-    pub(crate) block_size: usize,
-    /// Uncarved part of the slab: `[bump, end)`.
-    pub(crate) bump: *mut u8,
-    pub(crate) end: *mut u8,
-    /// Links in the owner heap's page queue or full list.
-    pub(crate) next: *mut Page,
-    pub(crate) prev: *mut Page,
 }
+
+// A power-of-two size makes `ptr -> page` a shift, not a multiply.
+const_assert!(core::mem::size_of::<Page>() == 64);
 
 impl Page {
     pub(crate) const EMPTY: Page = Page {
@@ -64,14 +72,14 @@ impl Page {
         local_free: ptr::null_mut(),
         thread_free: AtomicUsize::new(0),
         block_size: 0,
-        bump: ptr::null_mut(),
-        end: ptr::null_mut(),
+        carved: 0,
+        capacity: 0,
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
     };
 
-    /// Makes this descriptor a fresh slab for `class` over `[start, end)`.
-    pub(crate) fn init_slab(&mut self, class: usize, block_size: usize, start: *mut u8, end: *mut u8, zero: bool) {
+    /// Makes this descriptor a fresh slab of `capacity` blocks of `class`.
+    pub(crate) fn init_slab(&mut self, class: usize, block_size: usize, capacity: usize, zero: bool) {
         self.free = ptr::null_mut();
         self.used = 0;
         self.in_full = false;
@@ -79,9 +87,9 @@ impl Page {
         self.class = class as u8;
         self.local_free = ptr::null_mut();
         self.thread_free.store(0, Ordering::Relaxed);
-        self.block_size = block_size;
-        self.bump = start;
-        self.end = end;
+        self.block_size = block_size as u32;
+        self.carved = 0;
+        self.capacity = capacity as u32;
         self.next = ptr::null_mut();
         self.prev = ptr::null_mut();
     }
@@ -94,25 +102,25 @@ impl Page {
     /// Owner only; `free` must be empty.
     pub(crate) unsafe fn extend(&mut self) -> bool {
         debug_assert!(self.free.is_null());
-        let size = self.block_size;
-        let avail = (self.end as usize).saturating_sub(self.bump as usize) / size;
+        let size = self.block_size as usize;
+        let avail = (self.capacity - self.carved) as usize;
         if avail == 0 {
             return false;
         }
         let n = avail.min((4096 / size).max(1));
-        let first = self.bump;
-        for i in 0..n {
-            // SAFETY: block `i` lies inside `[bump, end)`, which belongs to
-            // this slab and is not handed out; blocks are 16-aligned.
-            unsafe {
+        let start = crate::segment::slab_start(self);
+        // SAFETY: blocks `carved .. carved+n` lie inside this slab and were
+        // never handed out; blocks are 16-aligned.
+        unsafe {
+            let first = start.add(self.carved as usize * size);
+            for i in 0..n {
                 let b = first.add(i * size).cast::<Block>();
                 let next = if i + 1 < n { first.add((i + 1) * size).cast() } else { ptr::null_mut() };
                 (*b).next = next;
             }
+            self.free = first.cast();
         }
-        // SAFETY: `n * size <= end - bump`.
-        self.bump = unsafe { first.add(n * size) };
-        self.free = first.cast();
+        self.carved += n as u32;
         // Fresh blocks keep `free_is_zero` as the slab memory had it.
         true
     }

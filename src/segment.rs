@@ -65,6 +65,12 @@ pub(crate) struct Segment {
 const_assert!(core::mem::size_of::<Segment>() <= PAGE_SIZE);
 const_assert!(core::mem::offset_of!(Segment, header) == 0);
 
+/// First byte of the slab that `page` (a head descriptor) describes.
+pub(crate) fn slab_start(page: *const Page) -> *mut u8 {
+    let seg = (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment;
+    (seg as usize + Segment::page_index(seg, page) * PAGE_SIZE) as *mut u8
+}
+
 /// The segment (or large mapping) header governing pointer `p`.
 #[inline(always)]
 pub(crate) fn segment_of(p: *mut u8) -> *mut Segment {
