@@ -6,6 +6,7 @@
 //! heap's thread, with two exceptions that are atomics: a page's
 //! `thread_free` and a segment's `delayed_free`/`owner`.
 
+use crate::lockfree::Pushed;
 use crate::os;
 use crate::page::{Block, Page};
 use crate::segment::{PAGE_SIZE, Segment, segment_of, Kind};
@@ -216,12 +217,12 @@ unsafe fn free_generic(seg: *mut Segment, p: *mut u8) {
         }
         let owner = (*seg).header.owner.load(Ordering::Relaxed);
         if owner.is_null() {
-            // The segment's thread exited. Adopt the abandoned segments, so
-            // this and later frees into them are local and their emptied
-            // pages go back to the OS, even if no thread allocates again.
+            // The segment's thread exited. Adopt it, so this and later
+            // frees into it are local and its emptied pages go back to the
+            // OS, even if no thread allocates again.
             let heap = thread::current_heap();
             if !thread::is_sentinel(heap) {
-                reclaim_abandoned(heap);
+                reclaim_abandoned(heap, Want::This(seg));
                 if (*seg).header.owner.load(Ordering::Relaxed) == heap {
                     free_local(heap, Segment::page_of(seg, p), p.cast());
                     return;
@@ -230,7 +231,7 @@ unsafe fn free_generic(seg: *mut Segment, p: *mut u8) {
         }
         let page = Segment::page_of(seg, p);
         let block = p.cast::<Block>();
-        if !(*page).push_thread_free(block) {
+        if (*page).push_thread_free(block) == Pushed::NotifyOwner {
             // The owner parked this page full: tell it through the segment,
             // carrying the block so the page stays in use until it looks.
             (*seg).push_delayed(block);
@@ -357,7 +358,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
         if let Some(p) = fresh_page(heap, class) {
             return p;
         }
-        if reclaim_abandoned(heap) {
+        if reclaim_abandoned(heap, Want::One) {
             if let Some(p) = scan_queue(heap, class) {
                 return p;
             }
@@ -514,6 +515,7 @@ unsafe fn drain_delayed(heap: *mut Heap) -> bool {
 /// Purges the dirty pages of segments whose delay has passed.
 unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
     crate::large::purge_expired(now);
+    crate::segment::SEGMENT_CACHE.purge_expired(now);
     // SAFETY: the heap's segments are ours.
     unsafe {
         if now < (*heap).purge_at {
@@ -535,16 +537,41 @@ unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
     }
 }
 
-/// Adopts every abandoned segment. True if any page joined a queue.
-unsafe fn reclaim_abandoned(heap: *mut Heap) -> bool {
+/// How many abandoned segments a heap adopts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// One, for a heap that needs pages: the rest stay for other threads,
+    /// so concurrent new threads share abandoned segments instead of each
+    /// mapping its own.
+    One,
+    /// The one a thread frees into, so its frees there become local.
+    This(*mut Segment),
+    /// All, for `collect()`.
+    All,
+}
+
+/// Adopts abandoned segments. True if any page joined a queue.
+unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
     let mut seg = Segment::take_abandoned();
     let mut any = false;
+    let mut adopted = 0;
     while !seg.is_null() {
         // SAFETY: taking the list gave us exclusive ownership of each
         // segment; the Acquire in `take_all` made the abandoning thread's
         // writes to it visible. Remote threads touch only the atomics.
         unsafe {
             let next = (*seg).abandoned_next;
+            let skip = match want {
+                Want::One => adopted == 1,
+                Want::This(target) => seg != target,
+                Want::All => false,
+            };
+            if skip {
+                Segment::abandon_again(seg);
+                seg = next;
+                continue;
+            }
+            adopted += 1;
             STATS.sub(Counter::AbandonedSegments, 1);
             (*seg).header.owner.store(heap, Ordering::Release);
             link_segment(heap, seg);
@@ -593,20 +620,22 @@ unsafe fn reclaim_abandoned(heap: *mut Heap) -> bool {
     any
 }
 
-/// Whether `collect` first adopts the abandoned segments.
+/// What `collect` does beyond freeing empty pages: the `collect()` API
+/// adopts abandoned segments and purges at once; thread exit does neither
+/// (a purge now would only make the next thread fault the pages in again).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Adopt {
-    Abandoned,
-    Nothing,
+pub(crate) enum Collect {
+    Everything,
+    ForExit,
 }
 
 /// Frees every empty page now and purges dirty pages (the `collect()` API
 /// and thread exit).
-pub(crate) unsafe fn collect(heap: *mut Heap, adopt: Adopt) {
+pub(crate) unsafe fn collect(heap: *mut Heap, how: Collect) {
     // SAFETY: exclusive use of `heap` (caller's contract).
     unsafe {
-        if adopt == Adopt::Abandoned {
-            reclaim_abandoned(heap);
+        if how == Collect::Everything {
+            reclaim_abandoned(heap, Want::All);
         }
         drain_delayed(heap);
         for class in 0..CLASSES {
@@ -620,12 +649,14 @@ pub(crate) unsafe fn collect(heap: *mut Heap, adopt: Adopt) {
                 page = next;
             }
         }
-        let mut seg = (*heap).segments;
-        while !seg.is_null() {
-            (*seg).purge_dirty();
-            seg = (*seg).heap_next;
+        if how == Collect::Everything {
+            let mut seg = (*heap).segments;
+            while !seg.is_null() {
+                (*seg).purge_dirty();
+                seg = (*seg).heap_next;
+            }
+            (*heap).purge_at = u64::MAX;
         }
-        (*heap).purge_at = u64::MAX;
     }
 }
 
@@ -638,7 +669,7 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
         while !(*heap).full.first.is_null() {
             unfull(heap, (*heap).full.first);
         }
-        collect(heap, Adopt::Nothing);
+        collect(heap, Collect::ForExit);
         let mut seg = (*heap).segments;
         while !seg.is_null() {
             let next = (*seg).heap_next;

@@ -209,34 +209,44 @@ impl CacheState {
 }
 
 impl Cache {
-    /// The smallest cached mapping of at least `len` bytes, trimmed if it
-    /// is much larger; or a smaller one grown in place.
+    /// A cached mapping for a request of `len` bytes, populated pages
+    /// kept: the smallest that holds it if no more than twice as large
+    /// (used whole: trimming now would only fault the tail in again later);
+    /// else the largest smaller one, grown with `mremap` (its pages move,
+    /// they are not copied); else a much larger one, trimmed.
     fn take(&self, len: usize) -> Option<(*mut u8, usize)> {
         let e = {
             let mut st = self.0.lock();
-            let mut best: Option<usize> = None;
-            let mut grow: Option<usize> = None;
+            let mut fit: Option<usize> = None;
+            let mut smaller: Option<usize> = None;
             for i in 0..st.count {
                 let el = st.entries[i].len;
                 if el >= len {
-                    if best.is_none_or(|b| el < st.entries[b].len) {
-                        best = Some(i);
+                    if fit.is_none_or(|f| el < st.entries[f].len) {
+                        fit = Some(i);
                     }
-                } else if grow.is_none_or(|g| el > st.entries[g].len) {
-                    grow = Some(i);
+                } else if smaller.is_none_or(|g| el > st.entries[g].len) {
+                    smaller = Some(i);
                 }
             }
-            let i = best.or(grow)?;
+            let fit_is_close = fit.is_some_and(|f| st.entries[f].len / 2 <= len);
+            let i = if fit_is_close { fit } else { smaller.or(fit) }?;
             st.remove(i)
         };
         if e.len >= len {
-            if e.len - len > len / 2 && os::remap_in_place(e.base, e.len, len) {
+            if e.len / 2 > len && os::remap_in_place(e.base, e.len, len) {
                 return Some((e.base, len));
             }
             return Some((e.base, e.len));
         }
         if os::remap_in_place(e.base, e.len, len) {
             return Some((e.base, len));
+        }
+        if let Some(target) = os::map_aligned(len, SEGMENT_SIZE, 0) {
+            if os::remap_to(e.base, e.len, len, target.as_ptr()) {
+                return Some((target.as_ptr(), len));
+            }
+            os::unmap(target.as_ptr(), len);
         }
         // Could not grow it: the caller maps fresh memory; this one goes.
         os::unmap(e.base, e.len);

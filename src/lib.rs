@@ -11,7 +11,10 @@
 //! get their own mapping. See `docs/design.md`.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+// Under loom only the lock-free structures and their models are built.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+mod lockfree;
 mod sync;
 
 #[cfg(not(loom))]

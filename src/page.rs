@@ -10,7 +10,7 @@
 //! counts the blocks carved so far; blocks in `thread_free` still count as
 //! used until the owner collects them.
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::lockfree::{Link, Pushed, RemoteFreeList};
 use core::ptr;
 use static_assertions::const_assert;
 
@@ -20,9 +20,12 @@ pub(crate) struct Block {
     pub(crate) next: *mut Block,
 }
 
-/// Low bit of `thread_free`: the owner parked this page in its full list
-/// and wants to hear about the next remote free (see `free_remote`).
-pub(crate) const NOTIFY_OWNER: usize = 1;
+impl Link for Block {
+    unsafe fn set_next(node: *mut Self, next: *mut Self) {
+        // SAFETY: the caller owns `node`.
+        unsafe { (*node).next = next }
+    }
+}
 
 /// One cache line per descriptor: the owner's fields and the remote
 /// `thread_free` share it (as in mimalloc), neighbours' pages do not.
@@ -32,8 +35,8 @@ pub(crate) struct Page {
     pub(crate) free: *mut Block,
     /// Blocks freed by the owner. Owner only.
     pub(crate) local_free: *mut Block,
-    /// Blocks freed by other threads, with `NOTIFY_OWNER` in the low bit.
-    pub(crate) thread_free: AtomicUsize,
+    /// Blocks freed by other threads; parked while `in_full`.
+    pub(crate) thread_free: RemoteFreeList,
     /// Links in the owner heap's page queue or full list.
     pub(crate) next: *mut Page,
     pub(crate) prev: *mut Page,
@@ -70,7 +73,7 @@ impl Page {
         span: 0,
         head_delta: 0,
         local_free: ptr::null_mut(),
-        thread_free: AtomicUsize::new(0),
+        thread_free: RemoteFreeList::new(),
         block_size: 0,
         carved: 0,
         capacity: 0,
@@ -86,7 +89,7 @@ impl Page {
         self.free_is_zero = zero;
         self.class = class as u8;
         self.local_free = ptr::null_mut();
-        self.thread_free.store(0, Ordering::Relaxed);
+        self.thread_free.reset();
         self.block_size = block_size as u32;
         self.carved = 0;
         self.capacity = capacity as u32;
@@ -136,7 +139,7 @@ impl Page {
             self.local_free = ptr::null_mut();
             self.free_is_zero = false;
         }
-        if self.thread_free.load(Ordering::Relaxed) & !NOTIFY_OWNER != 0 {
+        if self.thread_free.has_nodes() {
             // SAFETY: forwarded from the caller: owner only.
             unsafe { self.collect_thread_free() };
         }
@@ -147,11 +150,10 @@ impl Page {
     /// # Safety
     /// Owner only (or the thread abandoning or reclaiming the segment).
     pub(crate) unsafe fn collect_thread_free(&mut self) {
-        let head = self.thread_free.swap(0, Ordering::Acquire) & !NOTIFY_OWNER;
-        if head == 0 {
+        let head = self.thread_free.take_all::<Block>();
+        if head.is_null() {
             return;
         }
-        let head = head as *mut Block;
         let mut tail = head;
         let mut count = 1u32;
         // SAFETY: the Acquire swap made every pushed block and its link
@@ -172,38 +174,24 @@ impl Page {
     /// remote free tells the owner. Fails if remote frees arrived since the
     /// last collect; the caller collects them instead.
     pub(crate) fn try_park_full(&self) -> bool {
-        self.thread_free.compare_exchange(0, NOTIFY_OWNER, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        self.thread_free.try_park()
     }
 
     /// Clears the notify flag when the owner itself takes the page back.
     pub(crate) fn unpark(&self) {
-        let _ = self.thread_free.compare_exchange(NOTIFY_OWNER, 0, Ordering::AcqRel, Ordering::Relaxed);
+        self.thread_free.unpark();
     }
 
     /// Pushes `block` on `thread_free` from a thread that does not own the
-    /// page. Returns false when the page was parked full: the flag is then
-    /// cleared and the caller must hand the block to the owner through the
-    /// segment's delayed-free list instead (the block keeps the page in use
-    /// until the owner sees it, so the page cannot be freed meanwhile).
+    /// page. `NotifyOwner` means the page was parked full: the caller must
+    /// hand the block to the owner through the segment's delayed-free list
+    /// (the block keeps the page in use until the owner sees it, so the page
+    /// cannot be freed meanwhile).
     ///
     /// # Safety
     /// `block` is a block of this page that the caller owns.
-    pub(crate) unsafe fn push_thread_free(&self, block: *mut Block) -> bool {
-        let mut old = self.thread_free.load(Ordering::Relaxed);
-        loop {
-            if old == NOTIFY_OWNER {
-                match self.thread_free.compare_exchange_weak(old, 0, Ordering::AcqRel, Ordering::Relaxed) {
-                    Ok(_) => return false,
-                    Err(cur) => old = cur,
-                }
-                continue;
-            }
-            // SAFETY: the caller owns `block` until the CAS publishes it.
-            unsafe { (*block).next = old as *mut Block };
-            match self.thread_free.compare_exchange_weak(old, block as usize, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(cur) => old = cur,
-            }
-        }
+    pub(crate) unsafe fn push_thread_free(&self, block: *mut Block) -> Pushed {
+        // SAFETY: forwarded; blocks are 16-aligned.
+        unsafe { self.thread_free.push(block) }
     }
 }

@@ -12,7 +12,8 @@ use crate::heap::Heap;
 use crate::os;
 use crate::page::{Block, Page};
 use crate::stats::{Counter, STATS};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::lockfree::{Link, SlotCache, TakeAllStack};
+use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use core::ptr;
 use static_assertions::const_assert;
 
@@ -45,7 +46,7 @@ pub(crate) struct Segment {
     pub(crate) header: Header,
     /// Blocks freed remotely into pages the owner had parked full; the
     /// owner drains it on its slow path.
-    pub(crate) delayed_free: AtomicPtr<Block>,
+    pub(crate) delayed_free: TakeAllStack,
     /// Link in the global abandoned list.
     pub(crate) abandoned_next: *mut Segment,
     /// Links in the owner heap's segment list. Owner only.
@@ -96,60 +97,66 @@ impl Segment {
         (page as usize - base as usize) / core::mem::size_of::<Page>()
     }
 
-    /// Maps a fresh segment, or takes one from the cache. Its header is
-    /// initialised with `owner`; null if the OS refuses memory.
+    /// Takes a segment from the cache, or maps a fresh one; its header is
+    /// initialised with `owner`. Null if the OS refuses memory.
     pub(crate) fn acquire(owner: *mut Heap) -> *mut Segment {
-        let (base, zero) = match SEGMENT_CACHE.take() {
-            Some(s) => (s, true),
+        let (seg, dirty, zero) = match SEGMENT_CACHE.take() {
+            // SAFETY: a cached segment is ours alone; its header is intact.
+            Some(s) => unsafe { (s, (*s).dirty_mask, (*s).zero_mask) },
             None => match os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0) {
                 Some(p) => {
                     STATS.add(Counter::Segments, 1);
-                    (p.as_ptr(), true)
+                    (p.as_ptr().cast::<Segment>(), 0, ALL_SLAB_PAGES)
                 }
                 None => return ptr::null_mut(),
             },
         };
-        let seg = base.cast::<Segment>();
         // SAFETY: `seg` is a mapped, exclusively owned segment whose first
         // page is large enough for the header (const-asserted above).
         unsafe {
+            let purge_at = if dirty != 0 { (*seg).purge_at } else { 0 };
             seg.write(Segment {
                 header: Header { owner: AtomicPtr::new(owner), kind: Kind::Small },
-                delayed_free: AtomicPtr::new(ptr::null_mut()),
+                delayed_free: TakeAllStack::new(),
                 abandoned_next: ptr::null_mut(),
                 heap_next: ptr::null_mut(),
                 heap_prev: ptr::null_mut(),
                 free_mask: ALL_SLAB_PAGES,
-                dirty_mask: 0,
-                zero_mask: if zero { ALL_SLAB_PAGES } else { 0 },
-                purge_at: 0,
+                dirty_mask: dirty,
+                zero_mask: zero,
+                purge_at,
                 pages: [Page::EMPTY; PAGES],
             });
         }
         seg
     }
 
-    /// Gives an empty segment back: to the cache (purged) or to the OS.
+    /// Gives an empty segment back: to the cache, whose dirty pages are
+    /// purged after the same delay as a live segment's, or to the OS.
     ///
     /// # Safety
     /// The segment is empty, in no list, and nobody refers to it any more.
     pub(crate) unsafe fn release(seg: *mut Segment) {
-        // SAFETY: forwarded.
-        debug_assert!(unsafe { (*seg).free_mask } == ALL_SLAB_PAGES);
-        let base = seg.cast::<u8>();
-        if os::purge(base, SEGMENT_SIZE) && SEGMENT_CACHE.put(base) {
+        // SAFETY: forwarded; read before the cache makes it visible.
+        let purge_at = unsafe {
+            debug_assert!((*seg).free_mask == ALL_SLAB_PAGES);
+            if (*seg).dirty_mask != 0 { (*seg).purge_at } else { u64::MAX }
+        };
+        if SEGMENT_CACHE.put(seg.cast()) {
+            NEXT_CACHE_PURGE.fetch_min(purge_at, Ordering::Relaxed);
             return;
         }
-        if os::unmap(base, SEGMENT_SIZE) {
+        if os::unmap(seg.cast(), SEGMENT_SIZE) {
             STATS.sub(Counter::Segments, 1);
         }
     }
 
-    /// Finds `span` free pages (aligned to `span`) and marks them used.
+    /// Finds `span` contiguous free pages (first fit) and marks them used.
     /// Returns the index of the first, or None.
     pub(crate) fn take_pages(&mut self, span: usize) -> Option<usize> {
-        let run = if span == 64 { u64::MAX } else { (1u64 << span) - 1 };
-        let mut idx = span.max(1);
+        debug_assert!((1..PAGES).contains(&span));
+        let run = (1u64 << span) - 1;
+        let mut idx = 1;
         while idx + span <= PAGES {
             let m = run << idx;
             if self.free_mask & m == m {
@@ -157,7 +164,9 @@ impl Segment {
                 self.dirty_mask &= !m;
                 return Some(idx);
             }
-            idx += span;
+            // Skip past the first used page in the window.
+            let used = !self.free_mask & m;
+            idx = (63 - used.leading_zeros() as usize) + 1;
         }
         None
     }
@@ -214,32 +223,30 @@ impl Segment {
     /// # Safety
     /// `block` is a block of this segment that the caller owns.
     pub(crate) unsafe fn push_delayed(&self, block: *mut Block) {
-        let mut head = self.delayed_free.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: the block is ours until the CAS publishes it.
-            unsafe { (*block).next = head };
-            match self.delayed_free.compare_exchange_weak(head, block, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(cur) => head = cur,
-            }
-        }
+        // SAFETY: forwarded.
+        unsafe { self.delayed_free.push(block) }
     }
 
     /// Takes every delayed block (a chain through `Block::next`).
     pub(crate) fn take_delayed(&self) -> *mut Block {
-        if self.delayed_free.load(Ordering::Relaxed).is_null() {
-            return ptr::null_mut();
-        }
-        self.delayed_free.swap(ptr::null_mut(), Ordering::Acquire)
+        self.delayed_free.take_all()
     }
 
-    /// Pushes an abandoned segment on the global list (lock-free; see
-    /// `AbandonedList`).
+    /// Pushes an abandoned segment on the global list.
     ///
     /// # Safety
     /// `seg` is live, owned by nobody, and in no other list.
     pub(crate) unsafe fn abandon(seg: *mut Segment) {
         STATS.add(Counter::AbandonedSegments, 1);
+        // SAFETY: forwarded.
+        unsafe { ABANDONED.push(seg) };
+    }
+
+    /// Puts back a segment taken from the abandoned list but not adopted.
+    ///
+    /// # Safety
+    /// `seg` came from `take_abandoned` and was not touched.
+    pub(crate) unsafe fn abandon_again(seg: *mut Segment) {
         // SAFETY: forwarded.
         unsafe { ABANDONED.push(seg) };
     }
@@ -251,88 +258,69 @@ impl Segment {
     }
 }
 
-/// The global list of abandoned segments: a Treiber stack whose only pop
-/// is "take everything". A take-all swap cannot suffer ABA and never reads
-/// a node another thread may already have reused, unlike a single pop.
-pub(crate) struct AbandonedList {
-    head: AtomicPtr<Segment>,
-}
-
-impl AbandonedList {
-    pub(crate) const fn new() -> Self {
-        Self { head: AtomicPtr::new(ptr::null_mut()) }
-    }
-
-    /// # Safety
-    /// The caller owns `seg` and it is in no list.
-    pub(crate) unsafe fn push(&self, seg: *mut Segment) {
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: `seg` is exclusively ours until the CAS publishes it.
-            unsafe { (*seg).abandoned_next = head };
-            match self.head.compare_exchange_weak(head, seg, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(cur) => head = cur,
-            }
-        }
-    }
-
-    pub(crate) fn take_all(&self) -> *mut Segment {
-        if self.head.load(Ordering::Relaxed).is_null() {
-            return ptr::null_mut();
-        }
-        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+impl Link for Segment {
+    unsafe fn set_next(node: *mut Self, next: *mut Self) {
+        // SAFETY: the caller owns `node`.
+        unsafe { (*node).abandoned_next = next }
     }
 }
 
-static ABANDONED: AbandonedList = AbandonedList::new();
-
-/// Empty, purged segments kept for reuse: a fixed array of slots, each
-/// claimed with a single swap, so it is lock-free, has no ABA and no
-/// linked nodes to read after another thread took them.
-pub(crate) struct SegmentCache {
-    slots: [AtomicUsize; CACHE_SLOTS],
-}
+/// Segments whose thread exited, waiting to be adopted.
+static ABANDONED: TakeAllStack = TakeAllStack::new();
 
 const CACHE_SLOTS: usize = 16;
 
-impl SegmentCache {
-    pub(crate) const fn new() -> Self {
-        Self { slots: [const { AtomicUsize::new(0) }; CACHE_SLOTS] }
-    }
+/// Empty segments kept for reuse.
+pub(crate) struct SegmentCache(SlotCache<CACHE_SLOTS>);
 
-    pub(crate) fn take(&self) -> Option<*mut u8> {
-        for slot in &self.slots {
-            if slot.load(Ordering::Relaxed) != 0 {
-                let s = slot.swap(0, Ordering::Acquire);
-                if s != 0 {
-                    return Some(s as *mut u8);
-                }
-            }
-        }
-        None
+/// When the next cached segment's dirty pages are due for purging.
+static NEXT_CACHE_PURGE: AtomicU64 = AtomicU64::new(u64::MAX);
+
+impl SegmentCache {
+    pub(crate) fn take(&self) -> Option<*mut Segment> {
+        self.0.take().map(|s| s as *mut Segment)
     }
 
     pub(crate) fn put(&self, seg: *mut u8) -> bool {
-        let limit = crate::options::SEGMENT_CACHE.get().min(CACHE_SLOTS);
-        for slot in &self.slots[..limit] {
-            if slot.load(Ordering::Relaxed) == 0
-                && slot.compare_exchange(0, seg as usize, Ordering::Release, Ordering::Relaxed).is_ok()
-            {
-                return true;
+        self.0.put(seg as usize, crate::options::SEGMENT_CACHE.get())
+    }
+
+    /// Purges the dirty pages of cached segments whose delay has passed.
+    pub(crate) fn purge_expired(&self, now: u64) {
+        if now < NEXT_CACHE_PURGE.load(Ordering::Relaxed) {
+            return;
+        }
+        NEXT_CACHE_PURGE.store(u64::MAX, Ordering::Relaxed);
+        let mut held = [ptr::null_mut::<Segment>(); CACHE_SLOTS];
+        let mut n = 0;
+        while let Some(seg) = self.take() {
+            held[n] = seg;
+            n += 1;
+        }
+        for &seg in &held[..n] {
+            // SAFETY: taken from the cache, so ours alone until put back.
+            let next = unsafe {
+                if (*seg).dirty_mask != 0 && now >= (*seg).purge_at {
+                    (*seg).purge_dirty();
+                }
+                if (*seg).dirty_mask != 0 { (*seg).purge_at } else { u64::MAX }
+            };
+            if self.put(seg.cast()) {
+                NEXT_CACHE_PURGE.fetch_min(next, Ordering::Relaxed);
+            } else if os::unmap(seg.cast(), SEGMENT_SIZE) {
+                STATS.sub(Counter::Segments, 1);
             }
         }
-        false
     }
 
     /// Unmaps every cached segment.
     pub(crate) fn drain(&self) {
         while let Some(s) = self.take() {
-            if os::unmap(s, SEGMENT_SIZE) {
+            if os::unmap(s.cast(), SEGMENT_SIZE) {
                 STATS.sub(Counter::Segments, 1);
             }
         }
     }
 }
 
-pub(crate) static SEGMENT_CACHE: SegmentCache = SegmentCache::new();
+pub(crate) static SEGMENT_CACHE: SegmentCache = SegmentCache(SlotCache::new());

@@ -3,9 +3,136 @@
 //! with the same source.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(not(loom))]
+use core::cell::UnsafeCell;
+#[cfg(loom)]
+use loom::cell::UnsafeCell;
+
+/// One-time initialisation that never allocates (process set-up). A
+/// second caller waits, yielding, until the first has finished; the
+/// initialiser must not call `call_once` on the same `Once`.
+pub(crate) struct Once<T> {
+    state: AtomicU8,
+    value: UnsafeCell<core::mem::MaybeUninit<T>>,
+}
+
+const ONCE_NEW: u8 = 0;
+const ONCE_RUNNING: u8 = 1;
+const ONCE_DONE: u8 = 2;
+
+// SAFETY: `value` is written once, by the thread that moved `state` from
+// NEW to RUNNING, and read only after `state` is DONE (Release/Acquire).
+unsafe impl<T: Send + Sync> Sync for Once<T> {}
+
+impl<T: Copy> Once<T> {
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        Self { state: AtomicU8::new(ONCE_NEW), value: UnsafeCell::new(core::mem::MaybeUninit::uninit()) }
+    }
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Self { state: AtomicU8::new(ONCE_NEW), value: UnsafeCell::new(core::mem::MaybeUninit::uninit()) }
+    }
+
+    pub(crate) fn call_once(&self, init: impl FnOnce() -> T) -> T {
+        if self.state.load(Ordering::Acquire) != ONCE_DONE {
+            if self.state.compare_exchange(ONCE_NEW, ONCE_RUNNING, Ordering::Acquire, Ordering::Acquire).is_ok() {
+                let v = init();
+                // SAFETY: we alone moved the state to RUNNING; nobody reads
+                // `value` before DONE.
+                unsafe { self.write(v) };
+                self.state.store(ONCE_DONE, Ordering::Release);
+                return v;
+            }
+            while self.state.load(Ordering::Acquire) != ONCE_DONE {
+                yield_now();
+            }
+        }
+        // SAFETY: DONE was stored (Release) after `value` was written, and we
+        // observed it with Acquire.
+        unsafe { self.read() }
+    }
+
+    #[cfg(not(loom))]
+    unsafe fn write(&self, v: T) {
+        // SAFETY: the caller has exclusive access (state RUNNING).
+        unsafe { (*self.value.get()).write(v) };
+    }
+    #[cfg(loom)]
+    unsafe fn write(&self, v: T) {
+        self.value.with_mut(|p| {
+            // SAFETY: the caller has exclusive access (state RUNNING).
+            unsafe { (*p).write(v) };
+        });
+    }
+    #[cfg(not(loom))]
+    unsafe fn read(&self) -> T {
+        // SAFETY: the caller observed DONE.
+        unsafe { (*self.value.get()).assume_init() }
+    }
+    #[cfg(loom)]
+    unsafe fn read(&self) -> T {
+        // SAFETY: the caller observed DONE.
+        self.value.with(|p| unsafe { (*p).assume_init() })
+    }
+}
+
+#[cfg(not(loom))]
+fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
+#[cfg(loom)]
+fn yield_now() {
+    loom::thread::yield_now();
+}
+
+/// Runs a loom model and reports how many interleavings it explored.
+#[cfg(all(test, loom))]
+pub(crate) fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    use std::sync::Arc as StdArc;
+    use std::sync::atomic::{AtomicUsize as StdUsize, Ordering as StdOrdering};
+    let runs = StdArc::new(StdUsize::new(0));
+    let r = runs.clone();
+    loom::model(move || {
+        r.fetch_add(1, StdOrdering::Relaxed);
+        f();
+    });
+    println!("loom model {name}: {} interleavings explored", runs.load(StdOrdering::Relaxed));
+}
+
+#[cfg(all(test, loom))]
+mod models {
+    use super::*;
+    use loom::sync::Arc;
+
+    #[test]
+    fn once_runs_the_initialiser_exactly_once() {
+        model("once", || {
+            let once = Arc::new(Once::<usize>::new());
+            let runs = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = (0..2)
+                .map(|i| {
+                    let (once, runs) = (once.clone(), runs.clone());
+                    loom::thread::spawn(move || {
+                        once.call_once(|| {
+                            runs.fetch_add(1, Ordering::Relaxed);
+                            10 + i
+                        })
+                    })
+                })
+                .collect();
+            let got: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            assert_eq!(runs.load(Ordering::Relaxed), 1, "initialiser ran once");
+            assert_eq!(got[0], got[1], "both callers see the one value");
+            assert_eq!(once.call_once(|| 99), got[0]);
+        });
+    }
+}
 
 /// A test-and-test-and-set lock for rare slow paths (heap pool, large
 /// cache). It yields the CPU after a short spin: on a 2-core machine a
@@ -15,6 +142,7 @@ pub(crate) struct SpinLock<T> {
     locked: AtomicBool,
     value: core::cell::UnsafeCell<T>,
 }
+
 
 // SAFETY: the lock serialises every access to `value`, so sharing the lock
 // between threads only ever hands `&mut T` to one thread at a time.

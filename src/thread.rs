@@ -9,10 +9,10 @@
 //! points the thread at `DEAD_HEAP`; allocations after that (other
 //! destructors) are served from a shared fallback heap under a lock.
 
-use crate::heap::{self, Adopt, Heap, Shared, Zero};
+use crate::heap::{self, Collect, Heap, Shared, Zero};
 use crate::os;
 use crate::stats::{Counter, STATS};
-use crate::sync::SpinLock;
+use crate::sync::{Once, SpinLock};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 
@@ -59,22 +59,22 @@ pub(crate) fn collect_current() {
     let heap = current_heap();
     if !is_sentinel(heap) {
         // SAFETY: a non-sentinel heap in our TLS is ours alone.
-        unsafe { heap::collect(heap, Adopt::Abandoned) };
+        unsafe { heap::collect(heap, Collect::Everything) };
     }
     {
         let _guard = FALLBACK_LOCK.lock();
         // SAFETY: the lock gives exclusive use of the fallback heap.
-        unsafe { heap::collect(FALLBACK_HEAP.get(), Adopt::Nothing) };
+        unsafe { heap::collect(FALLBACK_HEAP.get(), Collect::ForExit) };
     }
     crate::large::purge_all();
     crate::segment::SEGMENT_CACHE.drain();
 }
 
-static PROCESS_INIT: spin::Once<libc::pthread_key_t> = spin::Once::new();
+static PROCESS_INIT: Once<libc::pthread_key_t> = Once::new();
 const NO_KEY: libc::pthread_key_t = libc::pthread_key_t::MAX;
 
 fn process_init() -> libc::pthread_key_t {
-    *PROCESS_INIT.call_once(|| {
+    PROCESS_INIT.call_once(|| {
         crate::options::init();
         os::init_hint(os::random_u64());
         let mut key: libc::pthread_key_t = 0;
