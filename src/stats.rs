@@ -37,7 +37,7 @@ impl Counters {
         self.0[c as usize].fetch_sub(n, Ordering::Relaxed);
     }
 
-    fn get(&self, c: Counter) -> usize {
+    pub(crate) fn get(&self, c: Counter) -> usize {
         self.0[c as usize].load(Ordering::Relaxed)
     }
 }

@@ -73,7 +73,8 @@ pub(crate) fn collect_current() {
 static PROCESS_INIT: Once<libc::pthread_key_t> = Once::new();
 const NO_KEY: libc::pthread_key_t = libc::pthread_key_t::MAX;
 
-fn process_init() -> libc::pthread_key_t {
+/// Reads the options and creates the thread-exit key, once per process.
+pub(crate) fn process_init() -> libc::pthread_key_t {
     PROCESS_INIT.call_once(|| {
         crate::options::init();
         os::init_hint(os::random_u64());
