@@ -201,7 +201,12 @@ unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
         (*page).local_free = block;
         (*page).used -= 1;
         if (*page).used == 0 || (*page).in_full {
-            page_changed(heap, page);
+            // Emptying the current single-page slab is the common case of
+            // alloc/free of one block: keep the page (no call, no purge).
+            let keep = !(*page).in_full && (*page).span == 1 && (*heap).current[(*page).class as usize] == page;
+            if !keep {
+                page_changed(heap, page);
+            }
         }
     }
 }
@@ -249,7 +254,7 @@ unsafe fn page_changed(heap: *mut Heap, page: *mut Page) {
             unfull(heap, page);
         }
         if (*page).used == 0 {
-            retire(heap, page, Keep::CurrentSinglePage);
+            retire(heap, page);
         }
     }
 }
@@ -267,24 +272,13 @@ unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Keep {
-    /// Keep an empty single-page slab that is its class's current page, so
-    /// alloc/free of one block at a boundary does not map and purge pages.
-    CurrentSinglePage,
-    Nothing,
-}
-
 /// Frees an empty page back to its segment (and the segment, if empty).
-unsafe fn retire(heap: *mut Heap, page: *mut Page, keep: Keep) {
+unsafe fn retire(heap: *mut Heap, page: *mut Page) {
     // SAFETY: `page` is an empty slab of the calling thread's heap; its
     // descriptor lives in the segment header, so masking finds the segment.
     unsafe {
         debug_assert!((*page).used == 0 && !(*page).in_full);
         let class = (*page).class as usize;
-        if keep == Keep::CurrentSinglePage && (*heap).current[class] == page && (*page).span == 1 {
-            return;
-        }
         (*heap).queues[class].remove(page);
         let q = (*heap).queues[class];
         (*heap).current[class] = if q.first.is_null() { EMPTY_PAGE.get() } else { q.first };
@@ -605,7 +599,7 @@ unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
             while empty != 0 {
                 let idx = empty.trailing_zeros() as usize;
                 empty &= empty - 1;
-                retire(heap, Segment::page_ptr(seg, idx), Keep::Nothing);
+                retire(heap, Segment::page_ptr(seg, idx));
             }
             seg = next;
         }
@@ -644,7 +638,7 @@ pub(crate) unsafe fn collect(heap: *mut Heap, how: Collect) {
                 let next = (*page).next;
                 (*page).collect_thread_free();
                 if (*page).used == 0 {
-                    retire(heap, page, Keep::Nothing);
+                    retire(heap, page);
                 }
                 page = next;
             }
