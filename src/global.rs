@@ -15,13 +15,19 @@ use core::ptr;
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapAlloc {
-    _private: (),
+    hardened: bool,
 }
 
 impl MapAlloc {
     /// The allocator; everything is set up lazily on first use.
+    /// `MAPALLOC_HARDENED=1` in the environment turns on hardened mode.
     pub const fn new() -> Self {
-        Self { _private: () }
+        Self { hardened: false }
+    }
+
+    /// The allocator in hardened mode, whatever the environment says.
+    pub const fn hardened() -> Self {
+        Self { hardened: true }
     }
 }
 
@@ -72,7 +78,12 @@ pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
 /// # Safety
 /// `p` is a live block of ours with alignment `align`; not used again
 /// unless null is returned.
-pub(crate) unsafe fn realloc(p: *mut u8, align: usize, old_size: usize, new_size: usize) -> *mut u8 {
+pub(crate) unsafe fn realloc(
+    p: *mut u8,
+    align: usize,
+    old_size: usize,
+    new_size: usize,
+) -> *mut u8 {
     let seg = segment_of(p);
     // SAFETY: `p` is live, so its header is; a large block's header heads
     // its mapping.

@@ -9,7 +9,7 @@
 use crate::lockfree::Pushed;
 use crate::os;
 use crate::page::{Block, Page};
-use crate::segment::{PAGE_SIZE, Segment, segment_of, Kind};
+use crate::segment::{Kind, PAGE_SIZE, Segment, segment_of};
 use crate::size_class::{CLASSES, class_of, class_size, class_span};
 use crate::stats::{Counter, STATS};
 use crate::sync::Ordering;
@@ -31,7 +31,10 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    const EMPTY: Queue = Queue { first: ptr::null_mut(), last: ptr::null_mut() };
+    const EMPTY: Queue = Queue {
+        first: ptr::null_mut(),
+        last: ptr::null_mut(),
+    };
 
     /// # Safety
     /// `page` is in no list and owned by the caller's heap.
@@ -203,7 +206,9 @@ unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
         if (*page).used == 0 || (*page).in_full {
             // Emptying the current single-page slab is the common case of
             // alloc/free of one block: keep the page (no call, no purge).
-            let keep = !(*page).in_full && (*page).span == 1 && (*heap).current[(*page).class as usize] == page;
+            let keep = !(*page).in_full
+                && (*page).span == 1
+                && (*heap).current[(*page).class as usize] == page;
             if !keep {
                 page_changed(heap, page);
             }
@@ -281,7 +286,11 @@ unsafe fn retire(heap: *mut Heap, page: *mut Page) {
         let class = (*page).class as usize;
         (*heap).queues[class].remove(page);
         let q = (*heap).queues[class];
-        (*heap).current[class] = if q.first.is_null() { EMPTY_PAGE.get() } else { q.first };
+        (*heap).current[class] = if q.first.is_null() {
+            EMPTY_PAGE.get()
+        } else {
+            q.first
+        };
         let seg = ((page as usize) & !(crate::segment::SEGMENT_SIZE - 1)) as *mut Segment;
         let span = (*page).span as usize;
         let idx = Segment::page_index(seg, page);
@@ -608,7 +617,11 @@ unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
     unsafe {
         for class in 0..CLASSES {
             let q = (*heap).queues[class];
-            (*heap).current[class] = if q.first.is_null() { EMPTY_PAGE.get() } else { q.first };
+            (*heap).current[class] = if q.first.is_null() {
+                EMPTY_PAGE.get()
+            } else {
+                q.first
+            };
         }
     }
     any
@@ -674,7 +687,10 @@ pub(crate) unsafe fn abandon(heap: *mut Heap) {
             }
             (*seg).heap_next = ptr::null_mut();
             (*seg).heap_prev = ptr::null_mut();
-            (*seg).header.owner.store(ptr::null_mut(), Ordering::Release);
+            (*seg)
+                .header
+                .owner
+                .store(ptr::null_mut(), Ordering::Release);
             Segment::abandon(seg);
             seg = next;
         }

@@ -10,6 +10,7 @@
 
 use crate::heap::Zero;
 use crate::os::{self, OS_PAGE};
+use crate::registry;
 use crate::segment::{Header, Kind, SEGMENT_SIZE};
 use crate::stats::{Counter, STATS};
 use crate::sync::{AtomicPtr, AtomicU64, Ordering, SpinLock};
@@ -32,7 +33,9 @@ fn block_offset(align: usize) -> usize {
 }
 
 fn mapping_len(offset: usize, size: usize) -> Option<usize> {
-    let len = offset.checked_add(size)?.checked_next_multiple_of(OS_PAGE)?;
+    let len = offset
+        .checked_add(size)?
+        .checked_next_multiple_of(OS_PAGE)?;
     (len <= isize::MAX as usize).then_some(len)
 }
 
@@ -41,7 +44,9 @@ fn mapping_len(offset: usize, size: usize) -> Option<usize> {
 /// `align` (a power of two).
 pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
     let offset = block_offset(align);
-    let Some(len) = mapping_len(offset, size) else { return ptr::null_mut() };
+    let Some(len) = mapping_len(offset, size) else {
+        return ptr::null_mut();
+    };
     crate::thread::process_init();
     purge_expired(os::now_ms());
     if align <= SEGMENT_SIZE {
@@ -69,12 +74,20 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
     }
 }
 
-/// Writes the header and counts a live large block.
+/// Writes the header, registers and counts a live large block; null (the
+/// mapping given back) if the registry cannot be mapped.
 unsafe fn finish(base: *mut u8, map_len: usize, offset: usize) -> *mut u8 {
+    if !registry::insert(base as usize) {
+        os::unmap(base, map_len);
+        return ptr::null_mut();
+    }
     // SAFETY: `base` starts a mapping of ours at least one page long.
     unsafe {
         base.cast::<Large>().write(Large {
-            header: Header { owner: AtomicPtr::new(ptr::null_mut()), kind: Kind::Large },
+            header: Header {
+                owner: AtomicPtr::new(ptr::null_mut()),
+                kind: Kind::Large,
+            },
             map_len,
             offset,
         });
@@ -89,6 +102,7 @@ unsafe fn finish(base: *mut u8, map_len: usize, offset: usize) -> *mut u8 {
 pub(crate) unsafe fn free(large: *mut Large) {
     // SAFETY: the caller's contract.
     let (base, len, offset) = unsafe { (large.cast::<u8>(), (*large).map_len, (*large).offset) };
+    registry::remove(base as usize);
     STATS.sub(Counter::LargeMappings, 1);
     STATS.sub(Counter::LargeBytes, len);
     // Mappings placed for alignments above a segment do not fit the
@@ -118,7 +132,9 @@ pub(crate) unsafe fn realloc(large: *mut Large, new_size: usize) -> *mut u8 {
     unsafe {
         let (old_len, offset) = ((*large).map_len, (*large).offset);
         let base = large.cast::<u8>();
-        let Some(new_len) = mapping_len(offset, new_size) else { return ptr::null_mut() };
+        let Some(new_len) = mapping_len(offset, new_size) else {
+            return ptr::null_mut();
+        };
         if new_len <= old_len {
             // Shrinking in place cannot move; release the tail if it is
             // worth a system call (a quarter or more).
@@ -137,12 +153,18 @@ pub(crate) unsafe fn realloc(large: *mut Large, new_size: usize) -> *mut u8 {
             return ptr::null_mut();
         }
         // Reserve a segment-aligned target and move the pages there.
-        let Some(target) = os::map_aligned(new_len, SEGMENT_SIZE, 0) else { return ptr::null_mut() };
+        let Some(target) = os::map_aligned(new_len, SEGMENT_SIZE, 0) else {
+            return ptr::null_mut();
+        };
         let target = target.as_ptr();
         if !os::remap_to(base, old_len, new_len, target) {
             os::unmap(target, new_len);
             return ptr::null_mut();
         }
+        registry::remove(base as usize);
+        // The target chunk is free (we just mapped it), so its bit is clear
+        // and setting it cannot fail once the bitmap exists.
+        registry::insert(target as usize);
         let moved = target.cast::<Large>();
         (*moved).map_len = new_len;
         STATS.add(Counter::LargeBytes, new_len - old_len);
@@ -153,6 +175,18 @@ pub(crate) unsafe fn realloc(large: *mut Large, new_size: usize) -> *mut u8 {
 /// When the oldest cached mapping expires (u64::MAX: cache empty). Lets
 /// the frequent callers skip the lock.
 static NEXT_EXPIRY: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Takes the cache lock across `fork` (see `thread::fork_prepare`).
+pub(crate) fn fork_lock() {
+    core::mem::forget(CACHE.0.lock());
+}
+
+/// # Safety
+/// `fork_lock` was called and its guard forgotten.
+pub(crate) unsafe fn fork_unlock() {
+    // SAFETY: forwarded.
+    unsafe { CACHE.0.force_unlock() };
+}
 
 /// Unmaps cached mappings older than the delay.
 pub(crate) fn purge_expired(now: u64) {
@@ -207,7 +241,11 @@ enum Evict {
 }
 
 static CACHE: Cache = Cache(SpinLock::new(CacheState {
-    entries: [Entry { base: ptr::null_mut(), len: 0, freed_at: 0 }; CACHE_ENTRIES],
+    entries: [Entry {
+        base: ptr::null_mut(),
+        len: 0,
+        freed_at: 0,
+    }; CACHE_ENTRIES],
     count: 0,
     bytes: 0,
 }));
@@ -220,7 +258,14 @@ struct Victims {
 
 impl Victims {
     fn new() -> Self {
-        Self { entries: [Entry { base: ptr::null_mut(), len: 0, freed_at: 0 }; CACHE_ENTRIES + 1], count: 0 }
+        Self {
+            entries: [Entry {
+                base: ptr::null_mut(),
+                len: 0,
+                freed_at: 0,
+            }; CACHE_ENTRIES + 1],
+            count: 0,
+        }
     }
 
     fn push(&mut self, e: Entry) {
@@ -251,14 +296,20 @@ impl CacheState {
                 e.len += n.len;
             } else if n.base as usize + n.len == e.base as usize {
                 self.remove(i);
-                e = Entry { base: n.base, len: n.len + e.len, freed_at: e.freed_at.max(n.freed_at) };
+                e = Entry {
+                    base: n.base,
+                    len: n.len + e.len,
+                    freed_at: e.freed_at.max(n.freed_at),
+                };
             } else {
                 i += 1;
             }
         }
         let max = cache_limit();
         while self.count > 0 && (self.count == CACHE_ENTRIES || self.bytes + e.len > max) {
-            let oldest = (0..self.count).min_by_key(|&i| self.entries[i].freed_at).unwrap_or(0);
+            let oldest = (0..self.count)
+                .min_by_key(|&i| self.entries[i].freed_at)
+                .unwrap_or(0);
             victims.push(self.remove(oldest));
         }
         if e.len > max {
@@ -310,8 +361,12 @@ impl Cache {
             let mut e = st.remove(fit.or(smaller)?);
             let used = len.next_multiple_of(SEGMENT_SIZE);
             if e.len > used {
-                // SAFETY: `used < e.len`, inside the cached mapping.
-                let tail = Entry { base: unsafe { e.base.add(used) }, len: e.len - used, freed_at: e.freed_at };
+                let tail = Entry {
+                    // SAFETY: `used < e.len`, inside the cached mapping.
+                    base: unsafe { e.base.add(used) },
+                    len: e.len - used,
+                    freed_at: e.freed_at,
+                };
                 st.insert(tail, &mut victims);
                 e.len = used;
             }
@@ -340,7 +395,14 @@ impl Cache {
             return false;
         }
         let mut victims = Victims::new();
-        self.0.lock().insert(Entry { base, len, freed_at: os::now_ms() }, &mut victims);
+        self.0.lock().insert(
+            Entry {
+                base,
+                len,
+                freed_at: os::now_ms(),
+            },
+            &mut victims,
+        );
         victims.unmap();
         true
     }

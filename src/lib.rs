@@ -29,6 +29,11 @@ mod options;
 mod os;
 #[cfg(not(loom))]
 mod page;
+#[doc(hidden)]
+#[cfg(not(loom))]
+pub mod raw;
+#[cfg(not(loom))]
+mod registry;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]

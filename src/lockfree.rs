@@ -24,11 +24,15 @@ pub(crate) struct TakeAllStack {
 impl TakeAllStack {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Self {
-        Self { head: AtomicUsize::new(0) }
+        Self {
+            head: AtomicUsize::new(0),
+        }
     }
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
-        Self { head: AtomicUsize::new(0) }
+        Self {
+            head: AtomicUsize::new(0),
+        }
     }
 
     /// # Safety
@@ -38,7 +42,12 @@ impl TakeAllStack {
         loop {
             // SAFETY: `node` is ours until the CAS publishes it.
             unsafe { T::set_next(node, head as *mut T) };
-            match self.head.compare_exchange_weak(head, node as usize, Ordering::Release, Ordering::Relaxed) {
+            match self.head.compare_exchange_weak(
+                head,
+                node as usize,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return,
                 Err(cur) => head = cur,
             }
@@ -81,11 +90,15 @@ pub(crate) struct RemoteFreeList {
 impl RemoteFreeList {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Self {
-        Self { word: AtomicUsize::new(0) }
+        Self {
+            word: AtomicUsize::new(0),
+        }
     }
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
-        Self { word: AtomicUsize::new(0) }
+        Self {
+            word: AtomicUsize::new(0),
+        }
     }
 
     /// Pushes `node` from any thread.
@@ -96,7 +109,10 @@ impl RemoteFreeList {
         let mut old = self.word.load(Ordering::Relaxed);
         loop {
             if old == NOTIFY_OWNER {
-                match self.word.compare_exchange_weak(old, 0, Ordering::AcqRel, Ordering::Relaxed) {
+                match self
+                    .word
+                    .compare_exchange_weak(old, 0, Ordering::AcqRel, Ordering::Relaxed)
+                {
                     Ok(_) => return Pushed::NotifyOwner,
                     Err(cur) => old = cur,
                 }
@@ -104,7 +120,12 @@ impl RemoteFreeList {
             }
             // SAFETY: `node` is ours until the CAS publishes it.
             unsafe { T::set_next(node, old as *mut T) };
-            match self.word.compare_exchange_weak(old, node as usize, Ordering::Release, Ordering::Relaxed) {
+            match self.word.compare_exchange_weak(
+                old,
+                node as usize,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Pushed::Listed,
                 Err(cur) => old = cur,
             }
@@ -124,12 +145,16 @@ impl RemoteFreeList {
     /// Parks an empty list: the next push reports `NotifyOwner`. Fails if
     /// nodes arrived; the owner then takes them instead. Owner only.
     pub(crate) fn try_park(&self) -> bool {
-        self.word.compare_exchange(0, NOTIFY_OWNER, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        self.word
+            .compare_exchange(0, NOTIFY_OWNER, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Clears the flag if no pusher has yet. Owner only.
     pub(crate) fn unpark(&self) {
-        let _ = self.word.compare_exchange(NOTIFY_OWNER, 0, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = self
+            .word
+            .compare_exchange(NOTIFY_OWNER, 0, Ordering::AcqRel, Ordering::Relaxed);
     }
 
     /// Resets an unused list (no node, no pusher can exist). Owner only.
@@ -148,11 +173,15 @@ pub(crate) struct SlotCache<const N: usize> {
 impl<const N: usize> SlotCache<N> {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Self {
-        Self { slots: [const { AtomicUsize::new(0) }; N] }
+        Self {
+            slots: [const { AtomicUsize::new(0) }; N],
+        }
     }
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
-        Self { slots: core::array::from_fn(|_| AtomicUsize::new(0)) }
+        Self {
+            slots: core::array::from_fn(|_| AtomicUsize::new(0)),
+        }
     }
 
     pub(crate) fn take(&self) -> Option<usize> {
@@ -173,7 +202,9 @@ impl<const N: usize> SlotCache<N> {
         debug_assert!(value != 0);
         for slot in self.slots.iter().take(limit) {
             if slot.load(Ordering::Relaxed) == 0
-                && slot.compare_exchange(0, value, Ordering::Release, Ordering::Relaxed).is_ok()
+                && slot
+                    .compare_exchange(0, value, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
             {
                 return true;
             }
@@ -214,7 +245,10 @@ mod models {
     }
 
     fn node(id: usize) -> *mut Node {
-        Box::into_raw(Box::new(Node { next: UnsafeCell::new(core::ptr::null_mut()), id }))
+        Box::into_raw(Box::new(Node {
+            next: UnsafeCell::new(core::ptr::null_mut()),
+            id,
+        }))
     }
 
     /// Walks a taken chain, freeing the nodes, and returns their ids as bits.
@@ -291,7 +325,10 @@ mod models {
             let notified: Vec<usize> = pushers.into_iter().map(|p| p.join().unwrap()).collect();
             let taken = drain(list.take_all());
             let notified_bits = notified.iter().fold(0, |a, b| a | b);
-            assert!(notified.iter().filter(|&&b| b != 0).count() <= 1, "flag cleared twice");
+            assert!(
+                notified.iter().filter(|&&b| b != 0).count() <= 1,
+                "flag cleared twice"
+            );
             assert_eq!(taken & notified_bits, 0);
             assert_eq!(taken | notified_bits, 0b11, "a block was lost");
         });
@@ -312,7 +349,11 @@ mod models {
             let pushed = t.join().unwrap();
             if parked {
                 // Parked before the push: the pusher must have been told.
-                assert_eq!(pushed, Pushed::NotifyOwner, "pushed onto a parked list without notifying");
+                assert_eq!(
+                    pushed,
+                    Pushed::NotifyOwner,
+                    "pushed onto a parked list without notifying"
+                );
                 assert!(list.take_all::<Node>().is_null());
                 return;
             }
@@ -338,7 +379,10 @@ mod models {
                     })
                 })
                 .collect();
-            let mut got: Vec<usize> = takers.into_iter().filter_map(|t| t.join().unwrap()).collect();
+            let mut got: Vec<usize> = takers
+                .into_iter()
+                .filter_map(|t| t.join().unwrap())
+                .collect();
             while let Some(v) = cache.take() {
                 got.push(v);
             }

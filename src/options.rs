@@ -11,7 +11,10 @@ pub(crate) struct Opt {
 
 impl Opt {
     const fn new(env: &'static core::ffi::CStr, default: usize) -> Self {
-        Self { env, value: AtomicUsize::new(default) }
+        Self {
+            env,
+            value: AtomicUsize::new(default),
+        }
     }
 
     #[inline]
@@ -30,7 +33,12 @@ pub(crate) static PURGE_DELAY_MS: Opt = Opt::new(c"MAPALLOC_PURGE_DELAY_MS", 10)
 /// Empty segments kept (purged) for reuse before they are unmapped.
 pub(crate) static SEGMENT_CACHE: Opt = Opt::new(c"MAPALLOC_SEGMENT_CACHE", 8);
 
-static ALL: [&Opt; 4] = [&LARGE_CACHE_BYTES, &LARGE_CACHE_MS, &PURGE_DELAY_MS, &SEGMENT_CACHE];
+static ALL: [&Opt; 4] = [
+    &LARGE_CACHE_BYTES,
+    &LARGE_CACHE_MS,
+    &PURGE_DELAY_MS,
+    &SEGMENT_CACHE,
+];
 
 /// Reads the environment. Called once, before the first heap is set up.
 pub(crate) fn init() {

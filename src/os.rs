@@ -3,7 +3,7 @@
 //! as `None`/`false`; nothing here allocates, panics or retries forever.
 //! Memory is always mapped read-write, never executable.
 
-use crate::stats::{STATS, Counter};
+use crate::stats::{Counter, STATS};
 use crate::sync::{AtomicUsize, Ordering};
 use core::ptr::{self, NonNull};
 
@@ -111,7 +111,13 @@ pub(crate) fn remap_to(p: *mut u8, old: usize, new: usize, target: *mut u8) -> b
     // SAFETY: MREMAP_FIXED replaces only `[target, target+new)`, which the
     // caller reserved for this purpose; `p` is a mapping of `old` bytes.
     let r = unsafe {
-        libc::mremap(p.cast(), old, new, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, target)
+        libc::mremap(
+            p.cast(),
+            old,
+            new,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            target,
+        )
     };
     STATS.add(Counter::MremapCalls, 1);
     if r == libc::MAP_FAILED {
@@ -146,7 +152,10 @@ pub(crate) fn purge(p: *mut u8, len: usize) -> bool {
 
 /// A coarse monotonic clock in milliseconds (vDSO, no system call).
 pub(crate) fn now_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer; the coarse clock cannot fail.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -161,7 +170,10 @@ pub(crate) fn random_u64() -> u64 {
     if n == 8 {
         return v;
     }
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_nsec as u64) ^ ((ts.tv_sec as u64) << 32) ^ (&raw const v as u64)
@@ -209,7 +221,11 @@ mod tests {
 
     #[test]
     fn aligned_mapping_is_aligned() {
-        for &(len, align, offset) in &[(4096, 1 << 22, 0), (1 << 20, 1 << 22, 4096), (8192, 1 << 23, 1 << 22)] {
+        for &(len, align, offset) in &[
+            (4096, 1 << 22, 0),
+            (1 << 20, 1 << 22, 4096),
+            (8192, 1 << 23, 1 << 22),
+        ] {
             let p = map_aligned(len, align, offset).expect("map");
             assert_eq!((p.as_ptr() as usize + offset) % align, 0);
             // SAFETY: freshly mapped, read-write, `len` bytes.

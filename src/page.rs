@@ -64,6 +64,10 @@ pub(crate) struct Page {
 const_assert!(core::mem::size_of::<Page>() == 64);
 
 impl Page {
+    /// A descriptor that is not a slab. Used to (re)initialise descriptors
+    /// in place and for `EMPTY_PAGE`; every use is a fresh copy, which is
+    /// what we want of its atomic.
+    #[allow(clippy::declare_interior_mutable_const)]
     pub(crate) const EMPTY: Page = Page {
         free: ptr::null_mut(),
         used: 0,
@@ -82,7 +86,13 @@ impl Page {
     };
 
     /// Makes this descriptor a fresh slab of `capacity` blocks of `class`.
-    pub(crate) fn init_slab(&mut self, class: usize, block_size: usize, capacity: usize, zero: bool) {
+    pub(crate) fn init_slab(
+        &mut self,
+        class: usize,
+        block_size: usize,
+        capacity: usize,
+        zero: bool,
+    ) {
         self.free = ptr::null_mut();
         self.used = 0;
         self.in_full = false;
@@ -118,7 +128,11 @@ impl Page {
             let first = start.add(self.carved as usize * size);
             for i in 0..n {
                 let b = first.add(i * size).cast::<Block>();
-                let next = if i + 1 < n { first.add((i + 1) * size).cast() } else { ptr::null_mut() };
+                let next = if i + 1 < n {
+                    first.add((i + 1) * size).cast()
+                } else {
+                    ptr::null_mut()
+                };
                 (*b).next = next;
             }
             self.free = first.cast();

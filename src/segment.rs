@@ -9,10 +9,11 @@
 //! exactly one segment below the block.
 
 use crate::heap::Heap;
+use crate::lockfree::{Link, SlotCache, TakeAllStack};
 use crate::os;
+use crate::registry;
 use crate::page::{Block, Page};
 use crate::stats::{Counter, STATS};
-use crate::lockfree::{Link, SlotCache, TakeAllStack};
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use core::ptr;
 use static_assertions::const_assert;
@@ -104,9 +105,13 @@ impl Segment {
             // SAFETY: a cached segment is ours alone; its header is intact.
             Some(s) => unsafe { (s, (*s).dirty_mask, (*s).zero_mask) },
             None => match os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0) {
-                Some(p) => {
+                Some(p) if registry::insert(p.as_ptr() as usize) => {
                     STATS.add(Counter::Segments, 1);
                     (p.as_ptr().cast::<Segment>(), 0, ALL_SLAB_PAGES)
+                }
+                Some(p) => {
+                    os::unmap(p.as_ptr(), SEGMENT_SIZE);
+                    return ptr::null_mut();
                 }
                 None => return ptr::null_mut(),
             },
@@ -116,7 +121,10 @@ impl Segment {
         unsafe {
             let purge_at = if dirty != 0 { (*seg).purge_at } else { 0 };
             seg.write(Segment {
-                header: Header { owner: AtomicPtr::new(owner), kind: Kind::Small },
+                header: Header {
+                    owner: AtomicPtr::new(owner),
+                    kind: Kind::Small,
+                },
                 delayed_free: TakeAllStack::new(),
                 abandoned_next: ptr::null_mut(),
                 heap_next: ptr::null_mut(),
@@ -140,15 +148,17 @@ impl Segment {
         // SAFETY: forwarded; read before the cache makes it visible.
         let purge_at = unsafe {
             debug_assert!((*seg).free_mask == ALL_SLAB_PAGES);
-            if (*seg).dirty_mask != 0 { (*seg).purge_at } else { u64::MAX }
+            if (*seg).dirty_mask != 0 {
+                (*seg).purge_at
+            } else {
+                u64::MAX
+            }
         };
         if SEGMENT_CACHE.put(seg.cast()) {
             NEXT_CACHE_PURGE.fetch_min(purge_at, Ordering::Relaxed);
             return;
         }
-        if os::unmap(seg.cast(), SEGMENT_SIZE) {
-            STATS.sub(Counter::Segments, 1);
-        }
+        unmap_segment(seg);
     }
 
     /// Finds `span` contiguous free pages (first fit) and marks them used.
@@ -201,10 +211,18 @@ impl Segment {
             let start = mask.trailing_zeros() as usize;
             let len = (mask >> start).trailing_ones() as usize;
             if os::purge((base + start * PAGE_SIZE) as *mut u8, len * PAGE_SIZE) {
-                let m = if len == 64 { u64::MAX } else { ((1u64 << len) - 1) << start };
+                let m = if len == 64 {
+                    u64::MAX
+                } else {
+                    ((1u64 << len) - 1) << start
+                };
                 self.zero_mask |= m;
             }
-            mask &= !(if len == 64 { u64::MAX } else { ((1u64 << len) - 1) << start });
+            mask &= !(if len == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << len) - 1) << start
+            });
         }
         self.dirty_mask = 0;
     }
@@ -270,6 +288,17 @@ static ABANDONED: TakeAllStack = TakeAllStack::new();
 
 const CACHE_SLOTS: usize = 16;
 
+/// Returns a segment's memory to the OS and forgets it.
+fn unmap_segment(seg: *mut Segment) {
+    registry::remove(seg as usize);
+    if os::unmap(seg.cast(), SEGMENT_SIZE) {
+        STATS.sub(Counter::Segments, 1);
+    } else {
+        // The kernel refused (map count limit): the memory stays mapped,
+        // unused and unregistered, counted in `mapped_bytes`.
+    }
+}
+
 /// Empty segments kept for reuse.
 pub(crate) struct SegmentCache(SlotCache<CACHE_SLOTS>);
 
@@ -282,7 +311,8 @@ impl SegmentCache {
     }
 
     pub(crate) fn put(&self, seg: *mut u8) -> bool {
-        self.0.put(seg as usize, crate::options::SEGMENT_CACHE.get())
+        self.0
+            .put(seg as usize, crate::options::SEGMENT_CACHE.get())
     }
 
     /// Purges the dirty pages of cached segments whose delay has passed.
@@ -303,12 +333,16 @@ impl SegmentCache {
                 if (*seg).dirty_mask != 0 && now >= (*seg).purge_at {
                     (*seg).purge_dirty();
                 }
-                if (*seg).dirty_mask != 0 { (*seg).purge_at } else { u64::MAX }
+                if (*seg).dirty_mask != 0 {
+                    (*seg).purge_at
+                } else {
+                    u64::MAX
+                }
             };
             if self.put(seg.cast()) {
                 NEXT_CACHE_PURGE.fetch_min(next, Ordering::Relaxed);
-            } else if os::unmap(seg.cast(), SEGMENT_SIZE) {
-                STATS.sub(Counter::Segments, 1);
+            } else {
+                unmap_segment(seg);
             }
         }
     }
@@ -316,9 +350,7 @@ impl SegmentCache {
     /// Unmaps every cached segment.
     pub(crate) fn drain(&self) {
         while let Some(s) = self.take() {
-            if os::unmap(s.cast(), SEGMENT_SIZE) {
-                STATS.sub(Counter::Segments, 1);
-            }
+            unmap_segment(s);
         }
     }
 }

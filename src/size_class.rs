@@ -80,7 +80,10 @@ mod tests {
             let c = class_of(size);
             let s = class_size(c);
             assert!(s >= size, "size {size} class {c} holds {s}");
-            assert!(c == 0 || class_size(c - 1) < size, "size {size} not in smallest class");
+            assert!(
+                c == 0 || class_size(c - 1) < size,
+                "size {size} not in smallest class"
+            );
             if size > 128 && size <= SLAB_MAX {
                 assert!((s - size) * 5 <= s, "size {size} wastes too much in {s}");
             }
@@ -112,7 +115,11 @@ mod tests {
         for align in [32usize, 64, 128, 256, 1024, 4096, 65536] {
             let mut size = align;
             while size <= SMALL_MAX {
-                assert_eq!(class_size(class_of(size)) % align, 0, "size {size} align {align}");
+                assert_eq!(
+                    class_size(class_of(size)) % align,
+                    0,
+                    "size {size} align {align}"
+                );
                 size += align;
             }
         }

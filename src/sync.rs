@@ -3,9 +3,13 @@
 //! with the same source.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering,
+};
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering,
+};
 
 #[cfg(not(loom))]
 use core::cell::UnsafeCell;
@@ -31,16 +35,26 @@ unsafe impl<T: Send + Sync> Sync for Once<T> {}
 impl<T: Copy> Once<T> {
     #[cfg(not(loom))]
     pub(crate) const fn new() -> Self {
-        Self { state: AtomicU8::new(ONCE_NEW), value: UnsafeCell::new(core::mem::MaybeUninit::uninit()) }
+        Self {
+            state: AtomicU8::new(ONCE_NEW),
+            value: UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+        }
     }
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
-        Self { state: AtomicU8::new(ONCE_NEW), value: UnsafeCell::new(core::mem::MaybeUninit::uninit()) }
+        Self {
+            state: AtomicU8::new(ONCE_NEW),
+            value: UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+        }
     }
 
     pub(crate) fn call_once(&self, init: impl FnOnce() -> T) -> T {
         if self.state.load(Ordering::Acquire) != ONCE_DONE {
-            if self.state.compare_exchange(ONCE_NEW, ONCE_RUNNING, Ordering::Acquire, Ordering::Acquire).is_ok() {
+            if self
+                .state
+                .compare_exchange(ONCE_NEW, ONCE_RUNNING, Ordering::Acquire, Ordering::Acquire)
+                .is_ok()
+            {
                 let v = init();
                 // SAFETY: we alone moved the state to RUNNING; nobody reads
                 // `value` before DONE.
@@ -102,7 +116,10 @@ pub(crate) fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
         r.fetch_add(1, StdOrdering::Relaxed);
         f();
     });
-    println!("loom model {name}: {} interleavings explored", runs.load(StdOrdering::Relaxed));
+    println!(
+        "loom model {name}: {} interleavings explored",
+        runs.load(StdOrdering::Relaxed)
+    );
 }
 
 #[cfg(all(test, loom))]
@@ -143,7 +160,6 @@ pub(crate) struct SpinLock<T> {
     value: core::cell::UnsafeCell<T>,
 }
 
-
 // SAFETY: the lock serialises every access to `value`, so sharing the lock
 // between threads only ever hands `&mut T` to one thread at a time.
 #[cfg(not(loom))]
@@ -152,7 +168,10 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 #[cfg(not(loom))]
 impl<T> SpinLock<T> {
     pub(crate) const fn new(value: T) -> Self {
-        Self { locked: AtomicBool::new(false), value: core::cell::UnsafeCell::new(value) }
+        Self {
+            locked: AtomicBool::new(false),
+            value: core::cell::UnsafeCell::new(value),
+        }
     }
 
     pub(crate) fn lock(&self) -> SpinGuard<'_, T> {
@@ -176,12 +195,10 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// Releases a lock whose guard was forgotten (used by the fork child,
-    /// where the thread that held it no longer exists).
+    /// Releases a lock whose guard was forgotten (across `fork`).
     ///
     /// # Safety
     /// No live guard of this lock may be used afterwards.
-    #[allow(dead_code)]
     pub(crate) unsafe fn force_unlock(&self) {
         self.locked.store(false, Ordering::Release);
     }

@@ -81,7 +81,11 @@ pub(crate) fn process_init() -> libc::pthread_key_t {
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer; the destructor is an
         // `extern "C"` function that never unwinds.
-        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 { key } else { NO_KEY }
+        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+            key
+        } else {
+            NO_KEY
+        }
     })
 }
 
@@ -92,6 +96,9 @@ fn init_thread() -> *mut Heap {
         return ptr::null_mut();
     }
     HEAP.with(|h| h.set(heap));
+    // After the heap is in place: `pthread_atfork` may allocate, and under
+    // LD_PRELOAD that allocation comes back here and must find a heap.
+    register_fork_handlers();
     if key != NO_KEY {
         // SAFETY: `key` is a live key. If this fails the heap is simply never
         // abandoned (its memory stays with the exited thread).
@@ -121,7 +128,11 @@ struct HeapPool {
 // SAFETY: the pool's raw pointers are only used under its lock.
 unsafe impl Send for HeapPool {}
 
-static HEAP_POOL: SpinLock<HeapPool> = SpinLock::new(HeapPool { free: ptr::null_mut(), bump: 0, end: 0 });
+static HEAP_POOL: SpinLock<HeapPool> = SpinLock::new(HeapPool {
+    free: ptr::null_mut(),
+    bump: 0,
+    end: 0,
+});
 
 const HEAP_CHUNK: usize = 64 << 10;
 
@@ -160,5 +171,34 @@ impl SpinLock<HeapPool> {
         // SAFETY: the heap is no longer used by any thread.
         unsafe { (*heap).pool_next = pool.free };
         pool.free = heap;
+    }
+}
+
+/// `fork` in a multi-threaded program: a lock held by another thread at
+/// the fork would stay held forever in the child. So the fork takes every
+/// allocator lock first and both processes release them after.
+fn register_fork_handlers() {
+    use crate::sync::{AtomicBool, Ordering};
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.swap(true, Ordering::AcqRel) {
+        // SAFETY: the handlers are `extern "C"` functions that never unwind.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+    }
+}
+
+extern "C" fn fork_prepare() {
+    // Always in this order, so no two forking threads deadlock.
+    core::mem::forget(HEAP_POOL.lock());
+    core::mem::forget(FALLBACK_LOCK.lock());
+    crate::large::fork_lock();
+}
+
+extern "C" fn fork_release() {
+    // SAFETY: `fork_prepare` took these locks on this thread (or, in the
+    // child, on the thread that became the child) and forgot the guards.
+    unsafe {
+        crate::large::fork_unlock();
+        FALLBACK_LOCK.force_unlock();
+        HEAP_POOL.force_unlock();
     }
 }

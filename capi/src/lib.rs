@@ -1,0 +1,1 @@
+//! C ABI (placeholder until the C ABI lands).

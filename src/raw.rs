@@ -1,0 +1,56 @@
+//! Untyped entry points for the C ABI crate (`capi/`), which exports the
+//! malloc family. Not a stable API for Rust users: use `MapAlloc`.
+//!
+//! The C semantics themselves (errno, `calloc` overflow, `realloc(p, 0)`)
+//! live in `capi`; these functions only allocate, free and answer
+//! questions about pointers.
+
+use crate::global;
+use crate::heap::{self, Zero};
+use crate::segment::segment_of;
+
+/// `size` bytes aligned to `align` (a power of two), or null.
+#[inline]
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    global::alloc(size, align, Zero::No)
+}
+
+/// As `alloc`, reading as zero.
+#[inline]
+pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    global::alloc(size, align, Zero::Yes)
+}
+
+/// True if `p` lies in a segment or large mapping of ours. A pointer for
+/// which this is false was not handed out by mapalloc.
+pub fn owns(p: *const u8) -> bool {
+    !p.is_null() && crate::registry::contains(segment_of(p.cast_mut()) as usize)
+}
+
+/// Frees a block.
+///
+/// # Safety
+/// `p` is a live block of ours (`owns(p)` and not yet freed).
+#[inline]
+pub unsafe fn free(p: *mut u8) {
+    // SAFETY: forwarded.
+    unsafe { heap::free(p) }
+}
+
+/// Resizes a block keeping `align`; null (block untouched) on failure.
+///
+/// # Safety
+/// `p` is a live block of ours allocated with `align`.
+pub unsafe fn realloc(p: *mut u8, align: usize, new_size: usize) -> *mut u8 {
+    // SAFETY: forwarded; the usable size is all the caller may have written.
+    unsafe { global::realloc(p, align, global::usable_size(p), new_size) }
+}
+
+/// Bytes usable at `p`.
+///
+/// # Safety
+/// `p` is a live block of ours.
+pub unsafe fn usable_size(p: *const u8) -> usize {
+    // SAFETY: forwarded.
+    unsafe { global::usable_size(p.cast_mut()) }
+}
