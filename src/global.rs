@@ -29,6 +29,16 @@ impl MapAlloc {
     pub const fn hardened() -> Self {
         Self { hardened: true }
     }
+
+    /// For `hardened()`, switches the process to hardened mode before its
+    /// first allocation. `self` is a constant static, so for `new()` this
+    /// folds away.
+    #[inline(always)]
+    fn choose_mode(&self) {
+        if self.hardened && !crate::hardened::enabled() {
+            crate::hardened::enable();
+        }
+    }
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two).
@@ -64,6 +74,9 @@ fn alloc_aligned(size: usize, align: usize, zero: Zero) -> *mut u8 {
 /// # Safety
 /// `p` is a live block returned by this allocator.
 pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
+    if crate::hardened::enabled() {
+        crate::hardened::check_live(p);
+    }
     let seg = segment_of(p);
     // SAFETY: `p` is live, so its header is.
     unsafe {
@@ -118,11 +131,13 @@ pub(crate) unsafe fn realloc(
 unsafe impl GlobalAlloc for MapAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.choose_mode();
         alloc(layout.size(), layout.align(), Zero::No)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.choose_mode();
         alloc(layout.size(), layout.align(), Zero::Yes)
     }
 

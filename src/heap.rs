@@ -26,8 +26,8 @@ pub(crate) enum Zero {
 /// A doubly linked list of pages (through `Page::next/prev`).
 #[derive(Clone, Copy)]
 pub(crate) struct Queue {
-    first: *mut Page,
-    last: *mut Page,
+    pub(crate) first: *mut Page,
+    pub(crate) last: *mut Page,
 }
 
 impl Queue {
@@ -38,7 +38,7 @@ impl Queue {
 
     /// # Safety
     /// `page` is in no list and owned by the caller's heap.
-    unsafe fn push_front(&mut self, page: *mut Page) {
+    pub(crate) unsafe fn push_front(&mut self, page: *mut Page) {
         // SAFETY: pages in the queue belong to this heap's thread.
         unsafe {
             (*page).prev = ptr::null_mut();
@@ -54,7 +54,7 @@ impl Queue {
 
     /// # Safety
     /// As `push_front`.
-    unsafe fn push_back(&mut self, page: *mut Page) {
+    pub(crate) unsafe fn push_back(&mut self, page: *mut Page) {
         // SAFETY: pages in the queue belong to this heap's thread.
         unsafe {
             (*page).next = ptr::null_mut();
@@ -70,7 +70,7 @@ impl Queue {
 
     /// # Safety
     /// `page` is in this queue.
-    unsafe fn remove(&mut self, page: *mut Page) {
+    pub(crate) unsafe fn remove(&mut self, page: *mut Page) {
         // SAFETY: `page` and its neighbours are in this queue.
         unsafe {
             let (prev, next) = ((*page).prev, (*page).next);
@@ -98,16 +98,20 @@ pub(crate) struct Heap {
     /// queue is empty.
     current: [*mut Page; CLASSES],
     /// Pages with (possibly) free blocks, per class.
-    queues: [Queue; CLASSES],
+    pub(crate) queues: [Queue; CLASSES],
     /// Pages found exhausted; each has `in_full` set and, until a remote
     /// free clears it, `NOTIFY_OWNER` in its `thread_free`.
-    full: Queue,
+    pub(crate) full: Queue,
     /// Segments this heap owns, linked through `heap_next/heap_prev`.
     segments: *mut Segment,
     /// Earliest `purge_at` of a segment with dirty pages (u64::MAX: none).
     purge_at: u64,
     /// Link in the pool of unused heaps.
     pub(crate) pool_next: *mut Heap,
+    /// Hardened mode: allocation and free go through `hardened`.
+    pub(crate) hardened: bool,
+    /// State of the heap's random generator (hardened slot choice).
+    pub(crate) rng: u64,
 }
 
 /// A `Sync` wrapper for the few static pages and heaps.
@@ -134,7 +138,25 @@ impl Heap {
         segments: ptr::null_mut(),
         purge_at: u64::MAX,
         pool_next: ptr::null_mut(),
+        hardened: false,
+        rng: 0,
     };
+}
+
+/// Re-establishes `current[class]` after its queue changed. A hardened
+/// heap keeps every `current` at `EMPTY_PAGE`, so its allocations always
+/// take the (hardened) slow path and the fast path needs no mode test.
+#[inline]
+unsafe fn refresh_current(heap: *mut Heap, class: usize) {
+    // SAFETY: the caller has exclusive use of `heap`.
+    unsafe {
+        let first = (*heap).queues[class].first;
+        (*heap).current[class] = if first.is_null() || (*heap).hardened {
+            EMPTY_PAGE.get()
+        } else {
+            first
+        };
+    }
 }
 
 /// Pops a block from the heap's current page of `size`'s class.
@@ -181,6 +203,10 @@ unsafe fn zero_block(page: *mut Page, block: *mut Block) {
 /// `p` was returned by this allocator and is not used again.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8) {
+    if crate::hardened::enabled() {
+        // SAFETY: hardened free validates `p` before trusting it.
+        return unsafe { crate::hardened::free(p) };
+    }
     let seg = segment_of(p);
     let heap = thread::current_heap();
     // SAFETY: `p` came from us, so `seg` is a live segment or large mapping
@@ -212,6 +238,33 @@ unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
             if !keep {
                 page_changed(heap, page);
             }
+        }
+    }
+}
+
+/// Takes the blocks other threads freed into `page`, in the heap's mode.
+unsafe fn collect_remote(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: owner-only (caller's contract).
+    unsafe {
+        if (*heap).hardened {
+            crate::hardened::collect_remote(page);
+        } else {
+            (*page).collect_thread_free();
+        }
+    }
+}
+
+/// Frees a block of a page the heap owns, in the heap's mode.
+///
+/// # Safety
+/// `page` is owned by `heap`'s thread and `block` is a live block of it.
+pub(crate) unsafe fn free_owned(heap: *mut Heap, page: *mut Page, block: *mut Block) {
+    // SAFETY: forwarded.
+    unsafe {
+        if (*heap).hardened {
+            crate::hardened::free_local(heap, page, block.cast());
+        } else {
+            free_local(heap, page, block);
         }
     }
 }
@@ -265,7 +318,7 @@ unsafe fn page_changed(heap: *mut Heap, page: *mut Page) {
 }
 
 /// Moves a parked page back to its class queue.
-unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
+pub(crate) unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
     // SAFETY: owner-only queues of the caller's heap.
     unsafe {
         (*page).unpark();
@@ -273,27 +326,27 @@ unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
         (*heap).full.remove(page);
         let class = (*page).class as usize;
         (*heap).queues[class].push_back(page);
-        (*heap).current[class] = (*heap).queues[class].first;
+        refresh_current(heap, class);
     }
 }
 
 /// Frees an empty page back to its segment (and the segment, if empty).
-unsafe fn retire(heap: *mut Heap, page: *mut Page) {
+pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
     // SAFETY: `page` is an empty slab of the calling thread's heap; its
     // descriptor lives in the segment header, so masking finds the segment.
     unsafe {
         debug_assert!((*page).used == 0 && !(*page).in_full);
         let class = (*page).class as usize;
         (*heap).queues[class].remove(page);
-        let q = (*heap).queues[class];
-        (*heap).current[class] = if q.first.is_null() {
-            EMPTY_PAGE.get()
-        } else {
-            q.first
-        };
+        refresh_current(heap, class);
         let seg = ((page as usize) & !(crate::segment::SEGMENT_SIZE - 1)) as *mut Segment;
         let span = (*page).span as usize;
         let idx = Segment::page_index(seg, page);
+        if (*heap).hardened && !crate::hardened::remove_guard(seg, idx, span) {
+            // The guard page could not be made writable again: leave the
+            // pages out of use rather than hand out a slab with a hole.
+            return;
+        }
         for i in 0..span {
             *Segment::page_ptr(seg, idx + i) = Page::EMPTY;
         }
@@ -330,6 +383,9 @@ unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
 pub(crate) unsafe fn alloc_from(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
     // SAFETY: exclusive use of `heap` (caller's contract).
     unsafe {
+        if (*heap).hardened {
+            return crate::hardened::alloc(heap, class);
+        }
         let page = find_page(heap, class);
         if page.is_null() {
             return ptr::null_mut();
@@ -411,8 +467,9 @@ unsafe fn scan_queue(heap: *mut Heap, class: usize) -> Option<*mut Page> {
 }
 
 /// Carves a new slab for `class` from a segment the heap already owns.
-unsafe fn fresh_page(heap: *mut Heap, class: usize) -> Option<*mut Page> {
-    let span = class_span(class);
+pub(crate) unsafe fn fresh_page(heap: *mut Heap, class: usize) -> Option<*mut Page> {
+    // SAFETY: reading our own heap's mode.
+    let span = unsafe { slab_span(heap, class) };
     // SAFETY: the heap's segments are owned by the calling thread.
     unsafe {
         let mut seg = (*heap).segments;
@@ -426,7 +483,18 @@ unsafe fn fresh_page(heap: *mut Heap, class: usize) -> Option<*mut Page> {
     None
 }
 
-unsafe fn new_segment_page(heap: *mut Heap, class: usize) -> *mut Page {
+/// Slab pages for `class` in this heap's mode (hardened slabs end with a
+/// guard page, so they may need one page more).
+unsafe fn slab_span(heap: *mut Heap, class: usize) -> usize {
+    // SAFETY: reading our own heap's mode.
+    if unsafe { (*heap).hardened } {
+        crate::hardened::slab_span(class)
+    } else {
+        class_span(class)
+    }
+}
+
+pub(crate) unsafe fn new_segment_page(heap: *mut Heap, class: usize) -> *mut Page {
     let seg = Segment::acquire(heap);
     if seg.is_null() {
         return ptr::null_mut();
@@ -434,7 +502,7 @@ unsafe fn new_segment_page(heap: *mut Heap, class: usize) -> *mut Page {
     // SAFETY: the segment was just acquired for this heap.
     unsafe {
         link_segment(heap, seg);
-        match (*seg).take_pages(class_span(class)) {
+        match (*seg).take_pages(slab_span(heap, class)) {
             Some(idx) => init_slab(heap, seg, idx, class),
             None => ptr::null_mut(),
         }
@@ -445,6 +513,9 @@ unsafe fn init_slab(heap: *mut Heap, seg: *mut Segment, idx: usize, class: usize
     let span = class_span(class);
     // SAFETY: pages `[idx, idx+span)` were just taken from our segment.
     unsafe {
+        if (*heap).hardened {
+            return crate::hardened::init_slab(heap, seg, idx, class);
+        }
         let zero = (*seg).take_zero(idx, span);
         for i in 1..span {
             let d = Segment::page_ptr(seg, idx + i);
@@ -459,7 +530,7 @@ unsafe fn init_slab(heap: *mut Heap, seg: *mut Segment, idx: usize, class: usize
         (*page).extend();
         STATS.add(Counter::SlabBytes, span * PAGE_SIZE);
         (*heap).queues[class].push_front(page);
-        (*heap).current[class] = page;
+        refresh_current(heap, class);
         page
     }
 }
@@ -493,7 +564,7 @@ unsafe fn unlink_segment(heap: *mut Heap, seg: *mut Segment) {
 
 /// Frees the blocks other threads handed back through segments'
 /// delayed lists. True if any page came back from the full list.
-unsafe fn drain_delayed(heap: *mut Heap) -> bool {
+pub(crate) unsafe fn drain_delayed(heap: *mut Heap) -> bool {
     let mut revived = false;
     // SAFETY: the heap's segments are ours; drained blocks are blocks of
     // our pages that their freeing threads gave up.
@@ -506,7 +577,7 @@ unsafe fn drain_delayed(heap: *mut Heap) -> bool {
                 let next = (*block).next;
                 let page = Segment::page_of(seg, block.cast());
                 revived |= (*page).in_full;
-                free_local(heap, page, block);
+                free_owned(heap, page, block);
                 block = next;
             }
             seg = next_seg;
@@ -516,7 +587,7 @@ unsafe fn drain_delayed(heap: *mut Heap) -> bool {
 }
 
 /// Purges the dirty pages of segments whose delay has passed.
-unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
+pub(crate) unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
     crate::large::purge_expired(now);
     crate::segment::SEGMENT_CACHE.purge_expired(now);
     // SAFETY: the heap's segments are ours.
@@ -542,7 +613,7 @@ unsafe fn maybe_purge(heap: *mut Heap, now: u64) {
 
 /// How many abandoned segments a heap adopts.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Want {
+pub(crate) enum Want {
     /// One, for a heap that needs pages: the rest stay for other threads,
     /// so concurrent new threads share abandoned segments instead of each
     /// mapping its own.
@@ -554,7 +625,7 @@ enum Want {
 }
 
 /// Adopts abandoned segments. True if any page joined a queue.
-unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
+pub(crate) unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
     let mut seg = Segment::take_abandoned();
     let mut any = false;
     let mut adopted = 0;
@@ -583,9 +654,13 @@ unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
             while !block.is_null() {
                 let next_block = (*block).next;
                 let page = Segment::page_of(seg, block.cast());
-                (*block).next = (*page).local_free;
-                (*page).local_free = block;
-                (*page).used -= 1;
+                if (*heap).hardened {
+                    crate::hardened::take_back(page, block.cast());
+                } else {
+                    (*block).next = (*page).local_free;
+                    (*page).local_free = block;
+                    (*page).used -= 1;
+                }
                 block = next_block;
             }
             let mut empty = 0u64;
@@ -594,7 +669,7 @@ unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
                 if (*page).head_delta != 0 || (*page).class == u8::MAX {
                     continue;
                 }
-                (*page).collect_thread_free();
+                collect_remote(heap, page);
                 (*page).in_full = false;
                 (*heap).queues[(*page).class as usize].push_back(page);
                 if (*page).used == 0 {
@@ -616,12 +691,7 @@ unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
     // SAFETY: our own heap.
     unsafe {
         for class in 0..CLASSES {
-            let q = (*heap).queues[class];
-            (*heap).current[class] = if q.first.is_null() {
-                EMPTY_PAGE.get()
-            } else {
-                q.first
-            };
+            refresh_current(heap, class);
         }
     }
     any
@@ -649,7 +719,7 @@ pub(crate) unsafe fn collect(heap: *mut Heap, how: Collect) {
             let mut page = (*heap).queues[class].first;
             while !page.is_null() {
                 let next = (*page).next;
-                (*page).collect_thread_free();
+                collect_remote(heap, page);
                 if (*page).used == 0 {
                     retire(heap, page);
                 }

@@ -23,6 +23,8 @@ pub(crate) struct Large {
     map_len: usize,
     /// Distance from the mapping's start to the block.
     offset: usize,
+    /// Bytes of the trailing guard page (hardened mode), else 0.
+    guard: usize,
 }
 
 /// Where the block starts in its mapping: one header page, or the
@@ -43,6 +45,9 @@ fn mapping_len(offset: usize, size: usize) -> Option<usize> {
 /// None beyond Rust's: returns null or a block of `size` bytes aligned to
 /// `align` (a power of two).
 pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
+    if crate::hardened::enabled() {
+        return alloc_guarded(size, align);
+    }
     let offset = block_offset(align);
     let Some(len) = mapping_len(offset, size) else {
         return ptr::null_mut();
@@ -74,6 +79,58 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
     }
 }
 
+/// Hardened mode: a fresh mapping whose block ends at a guard page (to
+/// the alignment; alignments above a page leave under a page of slack),
+/// never cached, so freed contents go back to the kernel at once.
+fn alloc_guarded(size: usize, align: usize) -> *mut u8 {
+    let offset = block_offset(align);
+    let Some(body) = size.checked_next_multiple_of(OS_PAGE) else {
+        return ptr::null_mut();
+    };
+    let Some(len) = mapping_len(offset, body).and_then(|l| l.checked_add(OS_PAGE)) else {
+        return ptr::null_mut();
+    };
+    crate::thread::process_init();
+    let base = if align <= SEGMENT_SIZE {
+        os::map_aligned(len, SEGMENT_SIZE, 0)
+    } else {
+        os::map_aligned(len, align, offset)
+    };
+    let Some(base) = base else {
+        return ptr::null_mut();
+    };
+    let base = base.as_ptr();
+    // SAFETY: the guard is the last page of our fresh mapping.
+    if !os::protect_none(unsafe { base.add(len - OS_PAGE) }, OS_PAGE) {
+        os::unmap(base, len);
+        return ptr::null_mut();
+    }
+    let a = align.max(crate::size_class::MIN_ALIGN);
+    let slack = if a <= OS_PAGE {
+        body - size.next_multiple_of(a)
+    } else {
+        0
+    };
+    // SAFETY: a fresh mapping of `len` bytes; the header is rewritten with
+    // the guard size after `finish`.
+    unsafe {
+        let p = finish(base, len, offset + slack);
+        if !p.is_null() {
+            (*base.cast::<Large>()).guard = OS_PAGE;
+        }
+        p
+    }
+}
+
+/// True if `p` is the block of the large mapping `large` heads.
+///
+/// # Safety
+/// `large` heads a registered large mapping.
+pub(crate) unsafe fn is_block(large: *mut Large, p: *mut u8) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { large as usize + (*large).offset == p as usize }
+}
+
 /// Writes the header, registers and counts a live large block; null (the
 /// mapping given back) if the registry cannot be mapped.
 unsafe fn finish(base: *mut u8, map_len: usize, offset: usize) -> *mut u8 {
@@ -90,6 +147,7 @@ unsafe fn finish(base: *mut u8, map_len: usize, offset: usize) -> *mut u8 {
             },
             map_len,
             offset,
+            guard: 0,
         });
         STATS.add(Counter::LargeMappings, 1);
         STATS.add(Counter::LargeBytes, map_len);
@@ -101,13 +159,20 @@ unsafe fn finish(base: *mut u8, map_len: usize, offset: usize) -> *mut u8 {
 /// `large` heads a live large mapping whose block is not used again.
 pub(crate) unsafe fn free(large: *mut Large) {
     // SAFETY: the caller's contract.
-    let (base, len, offset) = unsafe { (large.cast::<u8>(), (*large).map_len, (*large).offset) };
+    let (base, len, offset, guard) = unsafe {
+        (
+            large.cast::<u8>(),
+            (*large).map_len,
+            (*large).offset,
+            (*large).guard,
+        )
+    };
     registry::remove(base as usize);
     STATS.sub(Counter::LargeMappings, 1);
     STATS.sub(Counter::LargeBytes, len);
     // Mappings placed for alignments above a segment do not fit the
     // cache's segment-aligned reuse; they go straight back.
-    if offset > SEGMENT_SIZE || !CACHE.put(base, len) {
+    if offset > SEGMENT_SIZE || guard != 0 || !CACHE.put(base, len) {
         os::unmap(base, len);
     }
 }
@@ -118,7 +183,7 @@ pub(crate) unsafe fn free(large: *mut Large) {
 /// `large` heads a live large mapping.
 pub(crate) unsafe fn usable_size(large: *mut Large) -> usize {
     // SAFETY: the caller's contract.
-    unsafe { (*large).map_len - (*large).offset }
+    unsafe { (*large).map_len - (*large).offset - (*large).guard }
 }
 
 /// Resizes a large block, moving its pages with `mremap` rather than
@@ -131,6 +196,9 @@ pub(crate) unsafe fn realloc(large: *mut Large, new_size: usize) -> *mut u8 {
     // SAFETY: the caller's contract; the header moves with the pages.
     unsafe {
         let (old_len, offset) = ((*large).map_len, (*large).offset);
+        if (*large).guard != 0 {
+            return ptr::null_mut(); // hardened: allocate, copy, free
+        }
         let base = large.cast::<u8>();
         let Some(new_len) = mapping_len(offset, new_size) else {
             return ptr::null_mut();

@@ -10,6 +10,7 @@
 //! thread-local heap (no lock, no system call on the fast path); large ones
 //! get their own mapping. See `docs/design.md`.
 
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 // Under loom only the lock-free structures and their models are built.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
@@ -19,6 +20,8 @@ mod sync;
 
 #[cfg(not(loom))]
 mod global;
+#[cfg(not(loom))]
+mod hardened;
 #[cfg(not(loom))]
 mod heap;
 #[cfg(not(loom))]
@@ -34,6 +37,8 @@ mod page;
 pub mod raw;
 #[cfg(not(loom))]
 mod registry;
+#[cfg(not(loom))]
+pub mod secret;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]

@@ -33,11 +33,16 @@ pub(crate) static PURGE_DELAY_MS: Opt = Opt::new(c"MAPALLOC_PURGE_DELAY_MS", 10)
 /// Empty segments kept (purged) for reuse before they are unmapped.
 pub(crate) static SEGMENT_CACHE: Opt = Opt::new(c"MAPALLOC_SEGMENT_CACHE", 8);
 
-static ALL: [&Opt; 4] = [
+/// Non-zero: hardened mode (see `hardened`), for binaries built with
+/// `MapAlloc::new()`.
+pub(crate) static HARDENED: Opt = Opt::new(c"MAPALLOC_HARDENED", 0);
+
+static ALL: [&Opt; 5] = [
     &LARGE_CACHE_BYTES,
     &LARGE_CACHE_MS,
     &PURGE_DELAY_MS,
     &SEGMENT_CACHE,
+    &HARDENED,
 ];
 
 /// Reads the environment. Called once, before the first heap is set up.

@@ -150,6 +150,26 @@ pub(crate) fn purge(p: *mut u8, len: usize) -> bool {
     rc == 0
 }
 
+/// Makes `[p, p+len)` inaccessible (a guard page). False on failure.
+pub(crate) fn protect_none(p: *mut u8, len: usize) -> bool {
+    // SAFETY: callers pass page-aligned ranges of their own mappings that
+    // hold no live data.
+    unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0 }
+}
+
+/// Makes `[p, p+len)` read-write again (never executable).
+pub(crate) fn protect_rw(p: *mut u8, len: usize) -> bool {
+    // SAFETY: callers pass page-aligned ranges of their own mappings.
+    unsafe { libc::mprotect(p.cast(), len, PROT_RW) == 0 }
+}
+
+/// Writes `bytes` to stderr without allocating.
+pub(crate) fn write_stderr(bytes: &[u8]) {
+    // SAFETY: writes from a valid buffer; a short or failed write to stderr
+    // has nowhere better to be reported.
+    unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
 /// A coarse monotonic clock in milliseconds (vDSO, no system call).
 pub(crate) fn now_ms() -> u64 {
     let mut ts = libc::timespec {

@@ -20,7 +20,9 @@ fn bitmap() -> *mut AtomicU64 {
     if !b.is_null() {
         return b;
     }
-    let Some(fresh) = os::map(WORDS * 8) else { return ptr::null_mut() };
+    let Some(fresh) = os::map(WORDS * 8) else {
+        return ptr::null_mut();
+    };
     let fresh = fresh.as_ptr().cast::<AtomicU64>();
     match BITMAP.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => fresh,
@@ -66,7 +68,9 @@ pub(crate) fn contains(chunk: usize) -> bool {
     let map = BITMAP.load(Ordering::Acquire);
     match slot(chunk) {
         // SAFETY: `w < WORDS`, inside the bitmap mapping.
-        Some((w, bit)) if !map.is_null() => unsafe { (*map.add(w)).load(Ordering::Acquire) & bit != 0 },
+        Some((w, bit)) if !map.is_null() => unsafe {
+            (*map.add(w)).load(Ordering::Acquire) & bit != 0
+        },
         _ => false,
     }
 }

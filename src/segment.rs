@@ -11,8 +11,8 @@
 use crate::heap::Heap;
 use crate::lockfree::{Link, SlotCache, TakeAllStack};
 use crate::os;
-use crate::registry;
 use crate::page::{Block, Page};
+use crate::registry;
 use crate::stats::{Counter, STATS};
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 use core::ptr;

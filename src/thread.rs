@@ -50,8 +50,14 @@ pub(crate) unsafe fn alloc_without_heap(heap: *mut Heap, size: usize, zero: Zero
         }
     }
     let _guard = FALLBACK_LOCK.lock();
+    let fallback = FALLBACK_HEAP.get();
     // SAFETY: the lock gives exclusive use of the fallback heap.
-    unsafe { heap::alloc_from(FALLBACK_HEAP.get(), class, zero) }
+    unsafe {
+        if crate::hardened::enabled() && !(*fallback).hardened {
+            crate::hardened::seed(fallback);
+        }
+        heap::alloc_from(fallback, class, zero)
+    }
 }
 
 /// The `collect()` API: returns the calling thread's free memory to the OS.
@@ -77,6 +83,9 @@ const NO_KEY: libc::pthread_key_t = libc::pthread_key_t::MAX;
 pub(crate) fn process_init() -> libc::pthread_key_t {
     PROCESS_INIT.call_once(|| {
         crate::options::init();
+        if crate::options::HARDENED.get() != 0 {
+            crate::hardened::enable();
+        }
         os::init_hint(os::random_u64());
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer; the destructor is an
@@ -94,6 +103,9 @@ fn init_thread() -> *mut Heap {
     let heap = HEAP_POOL.take();
     if heap.is_null() {
         return ptr::null_mut();
+    }
+    if crate::hardened::enabled() {
+        crate::hardened::seed(heap);
     }
     HEAP.with(|h| h.set(heap));
     // After the heap is in place: `pthread_atfork` may allocate, and under

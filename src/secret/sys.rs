@@ -1,0 +1,314 @@
+//! The system calls of the secret pools, and nothing else.
+//!
+//! The crate's rule is that only an `os` layer names libc memory calls. The
+//! heap's layer is `crate::os`; the secret pools need calls the heap never
+//! makes (`mprotect` for sealing, `mlock`/`munlock`, `madvise` with
+//! `MADV_DONTDUMP`/`MADV_WIPEONFORK`/`MADV_DONTFORK`, `memfd_secret(2)`,
+//! `ftruncate`, `MAP_SHARED|MAP_FIXED` over a reservation, `getrlimit`),
+//! and nothing else uses them, so they live in this small layer of their
+//! own instead of widening `os`. `getpid`, `getrandom` and the one-line
+//! fatal-error writer are here for the same reason.
+//!
+//! Every function reports failure as an `errno` value (`Result`) or an
+//! `Option`; nothing here allocates, panics or retries. Memory is never
+//! mapped executable.
+
+use core::ptr::{self, NonNull};
+
+/// The kernel page size on x86_64 Linux.
+pub(crate) const PAGE: usize = 4096;
+
+/// An `errno` value.
+pub(crate) type Errno = i32;
+
+fn errno() -> Errno {
+    // SAFETY: glibc's errno location is valid for the calling thread.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Reserves `len` bytes of address space: private, anonymous, `PROT_NONE`,
+/// `MAP_NORESERVE`. Pages of it become usable only through `protect_rw`
+/// or `map_secret_fixed`; the rest are guard pages.
+pub(crate) fn reserve(len: usize) -> Result<NonNull<u8>, Errno> {
+    // SAFETY: a new anonymous mapping without MAP_FIXED never replaces an
+    // existing one; the result is checked for MAP_FAILED.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(errno());
+    }
+    NonNull::new(p.cast()).ok_or(libc::ENOMEM)
+}
+
+/// Reserves `len` bytes (as `reserve`) at an address `a` such that
+/// `a + offset` is a multiple of `align` (a power of two, at least a
+/// page; `offset` a multiple of the page): over-reserves and trims.
+pub(crate) fn reserve_aligned(
+    len: usize,
+    align: usize,
+    offset: usize,
+) -> Result<NonNull<u8>, Errno> {
+    debug_assert!(align.is_power_of_two() && align >= PAGE && offset % PAGE == 0);
+    if align == PAGE {
+        return reserve(len);
+    }
+    let over = len.checked_add(align).ok_or(libc::ENOMEM)?;
+    let raw = reserve(over)?.as_ptr() as usize;
+    let mut start = (raw + offset).next_multiple_of(align) - offset;
+    if start < raw {
+        start += align;
+    }
+    let head = start - raw;
+    let tail = over - head - len;
+    // A failed trim leaves only unused PROT_NONE address space behind.
+    // SAFETY: both ranges are parts of the reservation above that the
+    // result does not cover.
+    unsafe {
+        let _ = unmap(raw as *mut u8, head);
+        let _ = unmap((start + len) as *mut u8, tail);
+    }
+    NonNull::new(start as *mut u8).ok_or(libc::ENOMEM)
+}
+
+/// Unmaps `[p, p+len)`.
+///
+/// # Safety
+/// The range belongs to a mapping of the caller's that nothing uses any
+/// more.
+pub(crate) unsafe fn unmap(p: *mut u8, len: usize) -> Result<(), Errno> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: the caller's contract.
+    let rc = unsafe { libc::munmap(p.cast(), len) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// Makes `[p, p+len)` read-write (never executable).
+///
+/// # Safety
+/// The range is page-aligned and lies in a mapping of the caller's.
+pub(crate) unsafe fn protect_rw(p: *mut u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: the caller's contract; adding access invalidates nothing.
+    let rc = unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// Makes `[p, p+len)` read-only: a sealed secret while only shared
+/// exposures are alive.
+///
+/// # Safety
+/// The range is page-aligned, lies in a mapping of the caller's, and
+/// nothing writes it while it stays read-only.
+pub(crate) unsafe fn protect_ro(p: *mut u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: the caller's contract.
+    let rc = unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// Makes `[p, p+len)` inaccessible (`PROT_NONE`): guard pages, or sealed
+/// secret pages.
+///
+/// # Safety
+/// The range is page-aligned, lies in a mapping of the caller's, and no
+/// reference into it is alive.
+pub(crate) unsafe fn protect_none(p: *mut u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: the caller's contract.
+    let rc = unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// Locks `[p, p+len)` in RAM (and faults it in).
+///
+/// # Safety
+/// The range is page-aligned and lies in a mapping of the caller's.
+pub(crate) unsafe fn lock(p: *mut u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: the caller's contract; mlock does not change contents.
+    let rc = unsafe { libc::mlock(p.cast(), len) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// Unlocks `[p, p+len)`.
+///
+/// # Safety
+/// As `lock`.
+pub(crate) unsafe fn unlock(p: *mut u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: the caller's contract; munlock does not change contents.
+    let rc = unsafe { libc::munlock(p.cast(), len) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// The `madvise` flags the secret pools use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Advice {
+    /// `MADV_DONTDUMP`: left out of core dumps.
+    DontDump,
+    /// `MADV_WIPEONFORK`: a forked child sees zeros (private anonymous
+    /// mappings only).
+    WipeOnFork,
+    /// `MADV_DONTFORK`: the range is not mapped in a forked child at all.
+    DontFork,
+}
+
+/// Applies `advice` to `[p, p+len)`.
+///
+/// # Safety
+/// The range is page-aligned and lies in a mapping of the caller's.
+pub(crate) unsafe fn advise(p: *mut u8, len: usize, advice: Advice) -> Result<(), Errno> {
+    let flag = match advice {
+        Advice::DontDump => libc::MADV_DONTDUMP,
+        Advice::WipeOnFork => libc::MADV_WIPEONFORK,
+        Advice::DontFork => libc::MADV_DONTFORK,
+    };
+    // SAFETY: the caller's contract; none of these flags discards data of
+    // the calling process.
+    let rc = unsafe { libc::madvise(p.cast(), len, flag) };
+    if rc == 0 { Ok(()) } else { Err(errno()) }
+}
+
+/// A `memfd_secret(2)` file descriptor, closed on drop.
+pub(crate) struct SecretFd(libc::c_int);
+
+impl SecretFd {
+    /// A new secret memory file (`O_CLOEXEC`).
+    pub(crate) fn new() -> Result<SecretFd, Errno> {
+        // SAFETY: memfd_secret takes one flags argument and returns a new
+        // descriptor or -1; no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC as libc::c_ulong) };
+        if fd < 0 {
+            return Err(errno());
+        }
+        Ok(SecretFd(fd as libc::c_int))
+    }
+
+    /// Sets the file's size (`ftruncate`).
+    pub(crate) fn set_len(&self, len: usize) -> Result<(), Errno> {
+        let len = libc::off_t::try_from(len).map_err(|_| libc::EFBIG)?;
+        // SAFETY: `self.0` is an open descriptor of ours.
+        let rc = unsafe { libc::ftruncate(self.0, len) };
+        if rc == 0 { Ok(()) } else { Err(errno()) }
+    }
+
+    /// Maps the first `len` bytes of the file read-write and shared (the
+    /// only way the kernel maps secret memory) over `[p, p+len)`, which
+    /// must be part of a reservation of the caller's (`MAP_FIXED` replaces
+    /// it).
+    ///
+    /// # Safety
+    /// `[p, p+len)` is page-aligned, lies in the caller's reservation and
+    /// holds nothing anyone uses.
+    pub(crate) unsafe fn map_fixed(&self, p: *mut u8, len: usize) -> Result<(), Errno> {
+        // SAFETY: MAP_FIXED over a range the caller owns (its contract);
+        // the result is checked.
+        let r = unsafe {
+            libc::mmap(
+                p.cast(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                self.0,
+                0,
+            )
+        };
+        if r == libc::MAP_FAILED {
+            return Err(errno());
+        }
+        if r.cast::<u8>() != p {
+            // Cannot happen with MAP_FIXED; do not leave a stray mapping.
+            // SAFETY: `r` is the mapping just made.
+            let _ = unsafe { unmap(r.cast(), len) };
+            return Err(libc::EINVAL);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SecretFd {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is an open descriptor of ours, closed once; the
+        // mappings made from it stay valid after the close.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// The soft `RLIMIT_MEMLOCK` in bytes; `None` when unlimited.
+pub(crate) fn memlock_limit() -> Result<Option<u64>, Errno> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid out-pointer.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
+    if rc != 0 {
+        return Err(errno());
+    }
+    Ok(if r.rlim_cur == libc::RLIM_INFINITY {
+        None
+    } else {
+        Some(r.rlim_cur)
+    })
+}
+
+/// The calling process's id.
+pub(crate) fn pid() -> i32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// 64 random bits from the kernel, or a clock-and-address mix if
+/// `getrandom` is unavailable (the pools' canary keys: unpredictable is
+/// better, but nothing breaks without it).
+pub(crate) fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: writes at most 8 bytes into `v`; GRND_NONBLOCK never blocks.
+    let n = unsafe { libc::getrandom((&raw mut v).cast(), 8, libc::GRND_NONBLOCK) };
+    if n == 8 {
+        return v;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_nsec as u64) ^ ((ts.tv_sec as u64) << 32) ^ (&raw const v as u64).rotate_left(17)
+}
+
+/// Writes `mapalloc: <what> <addr in hex>` to stderr and aborts. For
+/// memory-safety violations found on the secret path (an overwritten
+/// canary, a double or invalid free): continuing would be worse.
+#[cold]
+pub(crate) fn fatal(what: &str, addr: usize) -> ! {
+    let mut line = [0u8; 160];
+    let mut n = 0;
+    let mut put = |bytes: &[u8]| {
+        for &b in bytes {
+            if n < line.len() {
+                line[n] = b;
+                n += 1;
+            }
+        }
+    };
+    put(b"mapalloc: ");
+    put(what.as_bytes());
+    put(b" 0x");
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        let nib = (addr >> ((15 - i) * 4)) & 0xf;
+        *h = b"0123456789abcdef"[nib];
+    }
+    put(&hex);
+    put(b"\n");
+    // SAFETY: writes from a valid buffer; a failed write to stderr has
+    // nowhere better to be reported.
+    unsafe { libc::write(2, line.as_ptr().cast(), n) };
+    std::process::abort()
+}

@@ -1,0 +1,254 @@
+//! Hardened mode: each misuse runs in a forked child, and the test asserts
+//! how the child died (signal) and what it printed (one line on stderr).
+
+use std::alloc::{GlobalAlloc, Layout};
+
+#[global_allocator]
+static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::hardened();
+
+/// How a child ended.
+#[derive(Debug)]
+struct Death {
+    signal: Option<i32>,
+    exit: Option<i32>,
+    stderr: String,
+}
+
+/// Runs `body` in a forked child with stderr captured.
+fn in_child(body: impl FnOnce()) -> Death {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid out-array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only runs `body` and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: plain fd juggling in the child.
+        unsafe {
+            libc::dup2(fds[1], 2);
+            libc::close(fds[0]);
+        }
+        body();
+        // SAFETY: leave the child without running the harness.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: closing our copy of the write end.
+    unsafe { libc::close(fds[1]) };
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        // SAFETY: reading into a valid buffer.
+        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe {
+        libc::close(fds[0]);
+        libc::waitpid(pid, &mut status, 0);
+    }
+    Death {
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        exit: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stderr: String::from_utf8_lossy(&out).into_owned(),
+    }
+}
+
+fn assert_aborted_with(d: &Death, what: &str, addr: usize) {
+    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
+    let line = format!("mapalloc: {what} of {addr:#x}\n");
+    assert_eq!(d.stderr, line, "{d:?}");
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+#[test]
+fn double_free_aborts_with_its_address() {
+    for size in [24, 4000, 100_000, 2 << 20] {
+        let l = layout(size);
+        // SAFETY: allocated through our global allocator.
+        let p = unsafe { GLOBAL.alloc(l) };
+        assert!(!p.is_null());
+        let d = in_child(|| {
+            // SAFETY: the first free is valid; the second is the misuse.
+            unsafe {
+                GLOBAL.dealloc(p, l);
+                GLOBAL.dealloc(p, l);
+            }
+        });
+        // Large blocks are unmapped at the first free, so the second is a
+        // free of memory we no longer have.
+        let what = if size > 1 << 20 {
+            "invalid free"
+        } else {
+            "double free"
+        };
+        assert_aborted_with(&d, what, p as usize);
+        // SAFETY: the parent still owns `p`.
+        unsafe { GLOBAL.dealloc(p, l) };
+    }
+}
+
+#[test]
+fn invalid_frees_abort() {
+    let on_stack = [0u64; 4];
+    let stack_ptr = on_stack.as_ptr() as *mut u8;
+    let d = in_child(|| {
+        // SAFETY: deliberately freeing a stack address.
+        unsafe { GLOBAL.dealloc(stack_ptr, layout(32)) };
+    });
+    assert_aborted_with(&d, "invalid free", stack_ptr as usize);
+
+    // SAFETY: allocated through our global allocator.
+    let block = unsafe { GLOBAL.alloc(layout(256)) };
+    let interior = block.wrapping_add(16);
+    let d = in_child(|| {
+        // SAFETY: deliberately freeing an interior pointer.
+        unsafe { GLOBAL.dealloc(interior, layout(16)) };
+    });
+    assert_aborted_with(&d, "invalid free", interior as usize);
+
+    // SAFETY: a block of glibc's heap, not ours.
+    let foreign = unsafe { libc::malloc(64) } as *mut u8;
+    let d = in_child(|| {
+        // SAFETY: deliberately freeing a foreign pointer.
+        unsafe { GLOBAL.dealloc(foreign, layout(64)) };
+    });
+    assert_aborted_with(&d, "invalid free", foreign as usize);
+
+    let large = 3 << 20;
+    // SAFETY: allocated through our global allocator.
+    let big = unsafe { GLOBAL.alloc(layout(large)) };
+    let d = in_child(|| {
+        // SAFETY: deliberately freeing inside a large block.
+        unsafe { GLOBAL.dealloc(big.wrapping_add(4096), layout(16)) };
+    });
+    assert_aborted_with(&d, "invalid free", big as usize + 4096);
+    // SAFETY: ours, freed once.
+    unsafe {
+        GLOBAL.dealloc(block, layout(256));
+        GLOBAL.dealloc(big, layout(large));
+        libc::free(foreign.cast());
+    }
+}
+
+/// What an attacker corrupting a free-list link needs is a write into a
+/// freed block. Hardened mode keeps no links in freed memory and checks
+/// that a slot is still zero when it is handed out again.
+#[test]
+fn write_after_free_is_detected_when_the_slot_is_reused() {
+    let l = layout(4000);
+    let d = in_child(|| {
+        // SAFETY: deliberately writing through a dangling pointer.
+        unsafe {
+            let p = GLOBAL.alloc(l);
+            GLOBAL.dealloc(p, l);
+            p.add(8).write(0x41);
+            p.write(0x41);
+            // Keep allocating the class until the random choice lands on it.
+            for _ in 0..10_000 {
+                GLOBAL.alloc(l);
+            }
+        }
+    });
+    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
+    assert!(
+        d.stderr.starts_with("mapalloc: write after free of 0x"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn freed_memory_reads_zero() {
+    for size in [16, 48, 1000, 64 << 10, 200 << 10] {
+        let l = layout(size);
+        // SAFETY: allocate, fill, free, then read the freed block: hardened
+        // mode keeps slab memory mapped and zeroes it on free.
+        unsafe {
+            let p = GLOBAL.alloc(l);
+            p.write_bytes(0xAA, size);
+            GLOBAL.dealloc(p, l);
+            let freed = std::slice::from_raw_parts(p, size);
+            assert!(
+                freed.iter().all(|&b| b == 0),
+                "size {size}: freed block not zeroed"
+            );
+        }
+    }
+}
+
+#[test]
+fn overflow_past_a_slab_hits_its_guard_page() {
+    let l = layout(4096);
+    let d = in_child(|| {
+        // SAFETY: fill slabs of the 4 KiB class, then write one byte past
+        // the block that ends where its slab's guard page starts.
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..64).map(|_| GLOBAL.alloc(l)).collect();
+            let last = blocks
+                .iter()
+                .find(|&&p| (p as usize + 4096) % (64 << 10) == (60 << 10))
+                .expect("a block adjacent to a guard page");
+            last.add(4096).write_volatile(1);
+        }
+    });
+    assert_eq!(d.signal, Some(libc::SIGSEGV), "{d:?}");
+}
+
+#[test]
+fn overflow_past_a_large_block_hits_its_guard_page() {
+    for size in [(2 << 20) + 16, 5 << 20] {
+        let d = in_child(|| {
+            // SAFETY: deliberately writing one byte past the block.
+            unsafe {
+                let p = GLOBAL.alloc(layout(size));
+                p.add(size - 1).write_volatile(1);
+                p.add(size).write_volatile(1);
+            }
+        });
+        assert_eq!(d.signal, Some(libc::SIGSEGV), "size {size}: {d:?}");
+    }
+}
+
+#[test]
+fn blocks_come_in_unpredictable_order() {
+    let l = layout(64);
+    // SAFETY: plain allocations, freed below.
+    let blocks: Vec<*mut u8> = (0..200).map(|_| unsafe { GLOBAL.alloc(l) }).collect();
+    let ascending = blocks
+        .windows(2)
+        .filter(|w| w[1] as usize == w[0] as usize + 64)
+        .count();
+    assert!(
+        ascending < 40,
+        "{ascending} of 199 neighbours were consecutive slots"
+    );
+    for p in blocks {
+        // SAFETY: each block freed once.
+        unsafe { GLOBAL.dealloc(p, l) };
+    }
+}
+
+#[test]
+fn hardened_blocks_still_work_across_threads() {
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..2000)
+                    .map(|i| vec![t as u8; 1 + (i * 37) % 3000])
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (t, h) in handles.into_iter().enumerate() {
+        let vs = h.join().unwrap();
+        for v in &vs {
+            assert!(v.iter().all(|&b| b == t as u8));
+        }
+    }
+}
