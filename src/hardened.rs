@@ -121,7 +121,7 @@ pub(crate) unsafe fn init_slab(
         (*page).span = span as u8;
         (*page).head_delta = 0;
         STATS.add(Counter::SlabBytes, span * PAGE_SIZE);
-        (*heap).queues[class].push_front(page);
+        (*heap::queue(heap, class)).push_front(page);
         page
     }
 }
@@ -139,7 +139,7 @@ pub(crate) fn remove_guard(seg: *mut Segment, idx: usize, span: usize) -> bool {
 pub(crate) unsafe fn alloc(heap: *mut Heap, class: usize) -> *mut u8 {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
-        let mut page = (*heap).queues[class].first;
+        let mut page = (*heap::queue(heap, class)).first;
         if page.is_null() || (*page).used >= (*page).capacity || (*page).thread_free.has_nodes() {
             page = find_page(heap, class);
             if page.is_null() {
@@ -168,7 +168,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
         for round in 0..2 {
-            let mut page = (*heap).queues[class].first;
+            let mut page = (*heap::queue(heap, class)).first;
             while !page.is_null() {
                 collect_remote(page);
                 if (*page).used < (*page).capacity {
@@ -178,7 +178,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
                     continue;
                 }
                 let next = (*page).next;
-                (*heap).queues[class].remove(page);
+                (*heap::queue(heap, class)).remove(page);
                 (*page).in_full = true;
                 (*heap).full.push_back(page);
                 page = next;
@@ -192,7 +192,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
             return p;
         }
         if heap::reclaim_abandoned(heap, Want::One) {
-            let first = (*heap).queues[class].first;
+            let first = (*heap::queue(heap, class)).first;
             if !first.is_null() {
                 collect_remote(first);
                 if (*first).used < (*first).capacity {
@@ -403,7 +403,7 @@ unsafe fn after_local_free(heap: *mut Heap, page: *mut Page) {
         // Keep the first page of its class even when empty (any span): it
         // spares a guard-page `mprotect` pair per refill, and a second free
         // of its blocks is still reported as the double free it is.
-        let keep = (*heap).queues[(*page).class as usize].first == page;
+        let keep = (*heap::queue(heap, (*page).class as usize)).first == page;
         if (*page).used == 0 && !keep {
             heap::retire(heap, page);
         }
@@ -467,11 +467,11 @@ mod tests {
 
     #[test]
     fn reciprocal_division_is_exact() {
-        for c in 0..CLASSES {
+        for (c, &r) in RECIPROCAL.iter().enumerate() {
             let size = class_size(c) as u64;
             let mut off = 0u64;
             while off < (1 << 20) + size {
-                let q = (off * RECIPROCAL[c]) >> 40;
+                let q = (off * r) >> 40;
                 assert_eq!(q, off / size, "class {c} offset {off}");
                 off += if size > 4096 { size / 3 } else { 7 };
             }

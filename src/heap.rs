@@ -143,6 +143,29 @@ impl Heap {
     };
 }
 
+/// The queue of `class`, without a bounds check (and so without a panic
+/// path in the allocator).
+///
+/// # Safety
+/// `heap` is valid and `class < CLASSES`.
+#[inline(always)]
+pub(crate) unsafe fn queue(heap: *mut Heap, class: usize) -> *mut Queue {
+    debug_assert!(class < CLASSES);
+    // SAFETY: `class < CLASSES` (caller's contract), so inside the array.
+    unsafe { (&raw mut (*heap).queues).cast::<Queue>().add(class) }
+}
+
+/// The `current` slot of `class`, without a bounds check.
+///
+/// # Safety
+/// As `queue`.
+#[inline(always)]
+unsafe fn current(heap: *mut Heap, class: usize) -> *mut *mut Page {
+    debug_assert!(class < CLASSES);
+    // SAFETY: `class < CLASSES` (caller's contract), so inside the array.
+    unsafe { (&raw mut (*heap).current).cast::<*mut Page>().add(class) }
+}
+
 /// Re-establishes `current[class]` after its queue changed. A hardened
 /// heap keeps every `current` at `EMPTY_PAGE`, so its allocations always
 /// take the (hardened) slow path and the fast path needs no mode test.
@@ -150,8 +173,8 @@ impl Heap {
 unsafe fn refresh_current(heap: *mut Heap, class: usize) {
     // SAFETY: the caller has exclusive use of `heap`.
     unsafe {
-        let first = (*heap).queues[class].first;
-        (*heap).current[class] = if first.is_null() || (*heap).hardened {
+        let first = (*queue(heap, class)).first;
+        *current(heap, class) = if first.is_null() || (*heap).hardened {
             EMPTY_PAGE.get()
         } else {
             first
@@ -169,7 +192,7 @@ pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero) -> *m
     // SAFETY: `current[class]` is always a valid page (EMPTY_PAGE at worst)
     // owned by this thread; a non-null `free` is a block of that page.
     unsafe {
-        let page = (*heap).current[class];
+        let page = *current(heap, class);
         let block = (*page).free;
         if block.is_null() {
             return alloc_slow(heap, class, zero);
@@ -234,7 +257,7 @@ unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
             // alloc/free of one block: keep the page (no call, no purge).
             let keep = !(*page).in_full
                 && (*page).span == 1
-                && (*heap).current[(*page).class as usize] == page;
+                && *current(heap, (*page).class as usize) == page;
             if !keep {
                 page_changed(heap, page);
             }
@@ -325,7 +348,7 @@ pub(crate) unsafe fn unfull(heap: *mut Heap, page: *mut Page) {
         (*page).in_full = false;
         (*heap).full.remove(page);
         let class = (*page).class as usize;
-        (*heap).queues[class].push_back(page);
+        (*queue(heap, class)).push_back(page);
         refresh_current(heap, class);
     }
 }
@@ -337,7 +360,7 @@ pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
     unsafe {
         debug_assert!((*page).used == 0 && !(*page).in_full);
         let class = (*page).class as usize;
-        (*heap).queues[class].remove(page);
+        (*queue(heap, class)).remove(page);
         refresh_current(heap, class);
         let seg = ((page as usize) & !(crate::segment::SEGMENT_SIZE - 1)) as *mut Segment;
         let span = (*page).span as usize;
@@ -435,7 +458,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
 unsafe fn scan_queue(heap: *mut Heap, class: usize) -> Option<*mut Page> {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
-        let mut page = (*heap).queues[class].first;
+        let mut page = (*queue(heap, class)).first;
         while !page.is_null() {
             if (*page).free.is_null() {
                 (*page).collect();
@@ -444,24 +467,24 @@ unsafe fn scan_queue(heap: *mut Heap, class: usize) -> Option<*mut Page> {
                 }
             }
             if !(*page).free.is_null() {
-                let q = &mut (*heap).queues[class];
+                let q = &mut (*queue(heap, class));
                 if q.first != page {
                     q.remove(page);
                     q.push_front(page);
                 }
-                (*heap).current[class] = page;
+                *current(heap, class) = page;
                 return Some(page);
             }
             if !(*page).try_park_full() {
                 continue; // remote frees arrived meanwhile: collect them
             }
             let next = (*page).next;
-            (*heap).queues[class].remove(page);
+            (*queue(heap, class)).remove(page);
             (*page).in_full = true;
             (*heap).full.push_back(page);
             page = next;
         }
-        (*heap).current[class] = EMPTY_PAGE.get();
+        *current(heap, class) = EMPTY_PAGE.get();
         None
     }
 }
@@ -529,7 +552,7 @@ unsafe fn init_slab(heap: *mut Heap, seg: *mut Segment, idx: usize, class: usize
         (*page).head_delta = 0;
         (*page).extend();
         STATS.add(Counter::SlabBytes, span * PAGE_SIZE);
-        (*heap).queues[class].push_front(page);
+        (*queue(heap, class)).push_front(page);
         refresh_current(heap, class);
         page
     }
@@ -671,7 +694,7 @@ pub(crate) unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
                 }
                 collect_remote(heap, page);
                 (*page).in_full = false;
-                (*heap).queues[(*page).class as usize].push_back(page);
+                (*queue(heap, (*page).class as usize)).push_back(page);
                 if (*page).used == 0 {
                     empty |= 1 << idx;
                 } else {
@@ -716,7 +739,7 @@ pub(crate) unsafe fn collect(heap: *mut Heap, how: Collect) {
         }
         drain_delayed(heap);
         for class in 0..CLASSES {
-            let mut page = (*heap).queues[class].first;
+            let mut page = (*queue(heap, class)).first;
             while !page.is_null() {
                 let next = (*page).next;
                 collect_remote(heap, page);

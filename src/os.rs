@@ -46,6 +46,20 @@ fn map_at(hint: *mut u8, len: usize) -> Option<NonNull<u8>> {
     NonNull::new(p.cast())
 }
 
+/// Runs a system call that may fail on a `free` path, keeping `errno` as
+/// it was: POSIX (2024) says `free` does not change `errno`, and the C ABI
+/// reports its own errors.
+fn keeping_errno<T>(call: impl FnOnce() -> T) -> T {
+    // SAFETY: `__errno_location` returns this thread's errno slot.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: the slot is valid for the thread's life.
+    let saved = unsafe { *slot };
+    let r = call();
+    // SAFETY: as above.
+    unsafe { *slot = saved };
+    r
+}
+
 /// Unmaps `[p, p+len)`. Returns false (and leaves the memory mapped) if the
 /// kernel refused, which only happens when a split would exceed the map
 /// count limit; the caller then keeps the memory as it is.
@@ -54,7 +68,7 @@ pub(crate) fn unmap(p: *mut u8, len: usize) -> bool {
         return true;
     }
     // SAFETY: callers pass a range they mapped and no longer use.
-    let rc = unsafe { libc::munmap(p.cast(), len) };
+    let rc = keeping_errno(|| unsafe { libc::munmap(p.cast(), len) });
     STATS.add(Counter::MunmapCalls, 1);
     if rc == 0 {
         STATS.sub(Counter::MappedBytes, len);
@@ -96,7 +110,7 @@ pub(crate) fn map_aligned(len: usize, align: usize, offset: usize) -> Option<Non
 pub(crate) fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
     // SAFETY: without MREMAP_MAYMOVE the mapping either keeps its address
     // or the call fails; `p` is a mapping of `old` bytes we own.
-    let r = unsafe { libc::mremap(p.cast(), old, new, 0) };
+    let r = keeping_errno(|| unsafe { libc::mremap(p.cast(), old, new, 0) });
     STATS.add(Counter::MremapCalls, 1);
     if r == libc::MAP_FAILED {
         return false;
@@ -145,7 +159,7 @@ pub(crate) fn purge(p: *mut u8, len: usize) -> bool {
     }
     // SAFETY: MADV_DONTNEED on a private anonymous range we own only drops
     // its contents (it reads back as zero); callers hold no data there.
-    let rc = unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) };
+    let rc = keeping_errno(|| unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) });
     STATS.add(Counter::MadviseCalls, 1);
     rc == 0
 }
@@ -160,7 +174,7 @@ pub(crate) fn protect_none(p: *mut u8, len: usize) -> bool {
 /// Makes `[p, p+len)` read-write again (never executable).
 pub(crate) fn protect_rw(p: *mut u8, len: usize) -> bool {
     // SAFETY: callers pass page-aligned ranges of their own mappings.
-    unsafe { libc::mprotect(p.cast(), len, PROT_RW) == 0 }
+    keeping_errno(|| unsafe { libc::mprotect(p.cast(), len, PROT_RW) == 0 })
 }
 
 /// Writes `bytes` to stderr without allocating.

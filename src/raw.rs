@@ -7,7 +7,7 @@
 
 use crate::global;
 use crate::heap::{self, Zero};
-use crate::segment::segment_of;
+use crate::segment::{Kind, segment_of};
 
 /// `size` bytes aligned to `align` (a power of two), or null.
 #[inline]
@@ -21,10 +21,20 @@ pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
     global::alloc(size, align, Zero::Yes)
 }
 
-/// True if `p` lies in a segment or large mapping of ours. A pointer for
-/// which this is false was not handed out by mapalloc.
+/// True if `p` lies in a segment of ours, or is the block of a large
+/// mapping of ours. A pointer for which this is false was not handed out by
+/// mapalloc. (A large mapping does not cover its whole 4 MiB chunk, so for
+/// those the block address itself is checked: another mapping may sit in
+/// the rest of the chunk.)
+#[inline]
 pub fn owns(p: *const u8) -> bool {
-    !p.is_null() && crate::registry::contains(segment_of(p.cast_mut()) as usize)
+    let seg = segment_of(p.cast_mut());
+    if p.is_null() || !crate::registry::contains(seg as usize) {
+        return false;
+    }
+    // SAFETY: a registered chunk heads a live segment or large mapping, so
+    // its header is mapped.
+    unsafe { (*seg).header.kind != Kind::Large || crate::large::is_block(seg.cast(), p.cast_mut()) }
 }
 
 /// Frees a block.

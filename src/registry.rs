@@ -64,6 +64,7 @@ pub(crate) fn remove(chunk: usize) {
 }
 
 /// True if `chunk` heads one of our live mappings.
+#[inline]
 pub(crate) fn contains(chunk: usize) -> bool {
     let map = BITMAP.load(Ordering::Acquire);
     match slot(chunk) {

@@ -76,7 +76,7 @@ pub(crate) fn slab_start(page: *const Page) -> *mut u8 {
 /// The segment (or large mapping) header governing pointer `p`.
 #[inline(always)]
 pub(crate) fn segment_of(p: *mut u8) -> *mut Segment {
-    ((p as usize - 1) & !(SEGMENT_SIZE - 1)) as *mut Segment
+    ((p as usize).wrapping_sub(1) & !(SEGMENT_SIZE - 1)) as *mut Segment
 }
 
 impl Segment {
