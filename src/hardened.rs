@@ -25,6 +25,7 @@
 //! hardened heap's empty `current` table (no test on the fast path), free
 //! by one test of `enabled()`.
 
+use crate::fixed::FixedVec;
 use crate::heap::{self, Heap, Want};
 use crate::os::{self, OS_PAGE};
 use crate::page::Page;
@@ -117,7 +118,12 @@ pub(crate) unsafe fn init_slab(
             (*d).head_delta = i as u8;
         }
         let page = Segment::page_ptr(seg, idx);
-        (*page).init_slab(class, size, (span * PAGE_SIZE - OS_PAGE) / size, true);
+        (*page).init_slab(
+            class,
+            size,
+            (span * PAGE_SIZE - OS_PAGE) / size.max(1),
+            true,
+        );
         (*page).span = span as u8;
         (*page).head_delta = 0;
         STATS.add(Counter::SlabBytes, span * PAGE_SIZE);
@@ -436,27 +442,25 @@ pub(crate) fn check_live(p: *mut u8) {
 /// nothing.
 #[cold]
 pub(crate) fn die(what: &[u8], addr: usize) -> ! {
-    let mut buf = [0u8; 96];
-    let mut n = 0;
-    for part in [b"mapalloc: ".as_slice(), what, b" of 0x".as_slice()] {
-        for &b in part {
-            if n < buf.len() - 18 {
-                buf[n] = b;
-                n += 1;
-            }
-        }
+    let mut line = FixedVec::<u8, 96>::new(0);
+    for &b in b"mapalloc: ".iter().chain(what).chain(b" of 0x") {
+        let _ = line.push(b);
     }
     let digits = if addr == 0 {
         1
     } else {
-        (usize::BITS - addr.leading_zeros()).div_ceil(4) as usize
+        (usize::BITS - addr.leading_zeros()).div_ceil(4)
     };
     for i in (0..digits).rev() {
-        buf[n] = b"0123456789abcdef"[(addr >> (i * 4)) & 0xf];
-        n += 1;
+        let _ = line.push(
+            b"0123456789abcdef"
+                .get((addr >> (i * 4)) & 0xf)
+                .copied()
+                .unwrap_or(b'?'),
+        );
     }
-    buf[n] = b'\n';
-    os::write_stderr(&buf[..=n]);
+    let _ = line.push(b'\n');
+    os::write_stderr(line.as_slice());
     // SAFETY: abort never returns and is always safe to call.
     unsafe { libc::abort() }
 }

@@ -547,7 +547,8 @@ unsafe fn init_slab(heap: *mut Heap, seg: *mut Segment, idx: usize, class: usize
         }
         let page = Segment::page_ptr(seg, idx);
         let size = class_size(class);
-        (*page).init_slab(class, size, span * PAGE_SIZE / size, zero);
+        // `max(1)`: no division-by-zero panic path in the allocator.
+        (*page).init_slab(class, size, span * PAGE_SIZE / size.max(1), zero);
         (*page).span = span as u8;
         (*page).head_delta = 0;
         (*page).extend();

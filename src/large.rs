@@ -8,6 +8,7 @@
 //! fresh pages is what makes a mapping per buffer slow, not the system
 //! call. After the delay it is unmapped.
 
+use crate::fixed::FixedVec;
 use crate::heap::Zero;
 use crate::os::{self, OS_PAGE};
 use crate::registry;
@@ -292,8 +293,7 @@ struct Entry {
 }
 
 struct CacheState {
-    entries: [Entry; CACHE_ENTRIES],
-    count: usize,
+    entries: FixedVec<Entry, CACHE_ENTRIES>,
     bytes: usize,
 }
 
@@ -308,45 +308,33 @@ enum Evict {
     All,
 }
 
+const NO_ENTRY: Entry = Entry {
+    base: ptr::null_mut(),
+    len: 0,
+    freed_at: 0,
+};
+
 static CACHE: Cache = Cache(SpinLock::new(CacheState {
-    entries: [Entry {
-        base: ptr::null_mut(),
-        len: 0,
-        freed_at: 0,
-    }; CACHE_ENTRIES],
-    count: 0,
+    entries: FixedVec::new(NO_ENTRY),
     bytes: 0,
 }));
 
 /// Mappings pushed out of the cache, unmapped after its lock is dropped.
-struct Victims {
-    entries: [Entry; CACHE_ENTRIES + 1],
-    count: usize,
-}
+struct Victims(FixedVec<Entry, { CACHE_ENTRIES + 1 }>);
 
 impl Victims {
     fn new() -> Self {
-        Self {
-            entries: [Entry {
-                base: ptr::null_mut(),
-                len: 0,
-                freed_at: 0,
-            }; CACHE_ENTRIES + 1],
-            count: 0,
-        }
+        Self(FixedVec::new(NO_ENTRY))
     }
 
     fn push(&mut self, e: Entry) {
-        if self.count < self.entries.len() {
-            self.entries[self.count] = e;
-            self.count += 1;
-        } else {
+        if let Err(e) = self.0.push(e) {
             os::unmap(e.base, e.len);
         }
     }
 
     fn unmap(&self) {
-        for v in &self.entries[..self.count] {
+        for v in self.0.as_slice() {
             os::unmap(v.base, v.len);
         }
     }
@@ -357,8 +345,7 @@ impl CacheState {
     /// making room (oldest first) within the byte and entry bounds.
     fn insert(&mut self, mut e: Entry, victims: &mut Victims) {
         let mut i = 0;
-        while i < self.count {
-            let n = self.entries[i];
+        while let Some(&n) = self.entries.as_slice().get(i) {
             if n.base as usize == e.base as usize + e.len {
                 self.remove(i);
                 e.len += n.len;
@@ -374,32 +361,33 @@ impl CacheState {
             }
         }
         let max = cache_limit();
-        while self.count > 0 && (self.count == CACHE_ENTRIES || self.bytes + e.len > max) {
-            let oldest = (0..self.count)
-                .min_by_key(|&i| self.entries[i].freed_at)
-                .unwrap_or(0);
-            victims.push(self.remove(oldest));
+        while self.entries.len() > 0 && (self.entries.is_full() || self.bytes + e.len > max) {
+            let oldest = self
+                .entries
+                .as_slice()
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, x)| x.freed_at)
+                .map_or(0, |(i, _)| i);
+            if let Some(v) = self.remove(oldest) {
+                victims.push(v);
+            }
         }
-        if e.len > max {
+        if e.len > max || self.entries.push(e).is_err() {
             victims.push(e);
             return;
         }
-        let n = self.count;
-        self.entries[n] = e;
-        self.count += 1;
         self.bytes += e.len;
         STATS.add(Counter::LargeCachedBytes, e.len);
         let delay = crate::options::LARGE_CACHE_MS.get() as u64;
         NEXT_EXPIRY.fetch_min(e.freed_at.saturating_add(delay), Ordering::Relaxed);
     }
 
-    fn remove(&mut self, i: usize) -> Entry {
-        let e = self.entries[i];
-        self.count -= 1;
-        self.entries[i] = self.entries[self.count];
+    fn remove(&mut self, i: usize) -> Option<Entry> {
+        let e = self.entries.swap_remove(i)?;
         self.bytes -= e.len;
         STATS.sub(Counter::LargeCachedBytes, e.len);
-        e
+        Some(e)
     }
 }
 
@@ -414,19 +402,19 @@ impl Cache {
         let mut victims = Victims::new();
         let e = {
             let mut st = self.0.lock();
-            let mut fit: Option<usize> = None;
-            let mut smaller: Option<usize> = None;
-            for i in 0..st.count {
-                let el = st.entries[i].len;
-                if el >= len {
-                    if fit.is_none_or(|f| el < st.entries[f].len) {
-                        fit = Some(i);
-                    }
-                } else if smaller.is_none_or(|g| el > st.entries[g].len) {
-                    smaller = Some(i);
-                }
-            }
-            let mut e = st.remove(fit.or(smaller)?);
+            let entries = st.entries.as_slice();
+            let fit = entries
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.len >= len)
+                .min_by_key(|(_, x)| x.len);
+            let smaller = entries
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.len < len)
+                .max_by_key(|(_, x)| x.len);
+            let i = fit.or(smaller)?.0;
+            let mut e = st.remove(i)?;
             let used = len.next_multiple_of(SEGMENT_SIZE);
             if e.len > used {
                 let tail = Entry {
@@ -481,14 +469,16 @@ impl Cache {
         {
             let mut st = self.0.lock();
             let mut i = 0;
-            while i < st.count {
-                if which == Evict::All || now.saturating_sub(st.entries[i].freed_at) >= delay {
-                    victims.push(st.remove(i));
+            while let Some(e) = st.entries.as_slice().get(i) {
+                if which == Evict::All || now.saturating_sub(e.freed_at) >= delay {
+                    if let Some(v) = st.remove(i) {
+                        victims.push(v);
+                    }
                 } else {
                     i += 1;
                 }
             }
-            let oldest = st.entries[..st.count].iter().map(|e| e.freed_at).min();
+            let oldest = st.entries.as_slice().iter().map(|e| e.freed_at).min();
             let next = oldest.map_or(u64::MAX, |t| t.saturating_add(delay));
             NEXT_EXPIRY.store(next, Ordering::Relaxed);
         }

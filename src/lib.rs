@@ -19,6 +19,8 @@ mod lockfree;
 mod sync;
 
 #[cfg(not(loom))]
+mod fixed;
+#[cfg(not(loom))]
 mod global;
 #[cfg(not(loom))]
 mod hardened;

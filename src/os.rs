@@ -81,12 +81,18 @@ pub(crate) fn unmap(p: *mut u8, len: usize) -> bool {
 pub(crate) fn map_aligned(len: usize, align: usize, offset: usize) -> Option<NonNull<u8>> {
     debug_assert!(align.is_power_of_two() && align >= OS_PAGE && offset % OS_PAGE == 0);
     // First try: ask at the next hint address, which is aligned for offset 0.
-    if offset == 0 {
-        let span = len.checked_add(align - 1)? & !(align - 1);
+    // Requests too large for the hint area (a failing huge request among
+    // them) skip it, so they cannot push the hint out of range.
+    let span = len.checked_add(align - 1)? & !(align - 1);
+    if offset == 0 && span <= HINT_END - HINT_BASE {
         let hint = ALIGNED_HINT.fetch_add(span, Ordering::Relaxed);
-        if hint != 0 && hint % align == 0 && hint + span <= HINT_END {
+        let misaligned = |a: usize| a & align.wrapping_sub(1) != 0;
+        if hint != 0
+            && !misaligned(hint)
+            && hint.checked_add(span).is_some_and(|end| end <= HINT_END)
+        {
             let p = map_at(hint as *mut u8, len)?;
-            if p.as_ptr() as usize % align == 0 {
+            if !misaligned(p.as_ptr() as usize) {
                 return Some(p);
             }
             unmap(p.as_ptr(), len);
@@ -95,7 +101,9 @@ pub(crate) fn map_aligned(len: usize, align: usize, offset: usize) -> Option<Non
     // Fallback: over-map by `align` and trim both ends.
     let over = len.checked_add(align)?;
     let raw = map(over)?.as_ptr() as usize;
-    let start = (raw + offset).next_multiple_of(align) - offset;
+    // Round up with a mask (`align` is a power of two): `next_multiple_of`
+    // would bring a panic path into the allocator.
+    let start = ((raw + offset + align - 1) & !(align - 1)) - offset;
     let start = if start < raw { start + align } else { start };
     let head = start - raw;
     let tail = over - head - len;

@@ -120,7 +120,8 @@ impl Page {
         if avail == 0 {
             return false;
         }
-        let n = avail.min((4096 / size).max(1));
+        // `max(1)`: no division-by-zero panic path in the allocator.
+        let n = avail.min((4096 / size.max(1)).max(1));
         let start = crate::segment::slab_start(self);
         // SAFETY: blocks `carved .. carved+n` lie inside this slab and were
         // never handed out; blocks are 16-aligned.

@@ -8,6 +8,7 @@
 //! header, and for a large block aligned to 4 MiB or more the header sits
 //! exactly one segment below the block.
 
+use crate::fixed::FixedVec;
 use crate::heap::Heap;
 use crate::lockfree::{Link, SlotCache, TakeAllStack};
 use crate::os;
@@ -321,13 +322,16 @@ impl SegmentCache {
             return;
         }
         NEXT_CACHE_PURGE.store(u64::MAX, Ordering::Relaxed);
-        let mut held = [ptr::null_mut::<Segment>(); CACHE_SLOTS];
-        let mut n = 0;
-        while let Some(seg) = self.take() {
-            held[n] = seg;
-            n += 1;
+        let mut held = FixedVec::<*mut Segment, CACHE_SLOTS>::new(ptr::null_mut());
+        while !held.is_full() {
+            match self.take() {
+                Some(seg) => {
+                    let _ = held.push(seg);
+                }
+                None => break,
+            }
         }
-        for &seg in &held[..n] {
+        for &seg in held.as_slice() {
             // SAFETY: taken from the cache, so ours alone until put back.
             let next = unsafe {
                 if (*seg).dirty_mask != 0 && now >= (*seg).purge_at {
