@@ -77,8 +77,8 @@ fn hardened() -> bool {
 fn large_cache_enabled() -> bool {
     !hardened()
         && std::env::var("MAPALLOC_LARGE_CACHE_BYTES")
-        .map(|v| v.trim() != "0")
-        .unwrap_or(true)
+            .map(|v| v.trim() != "0")
+            .unwrap_or(true)
         && std::env::var("MAPALLOC_LARGE_CACHE_MS")
             .map(|v| v.trim() != "0")
             .unwrap_or(true)
@@ -339,7 +339,7 @@ fn heaps_follow_live_threads_and_abandoned_segments_drain() {
     barrier.wait();
     let s1 = mapalloc::stats();
     assert!(
-        s1.heaps >= THREADS + 1,
+        s1.heaps > THREADS,
         "{} threads with live allocations but heaps = {}: {s1:?}",
         THREADS + 1,
         s1.heaps
