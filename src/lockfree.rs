@@ -391,3 +391,137 @@ mod models {
         });
     }
 }
+
+#[cfg(all(test, loom))]
+mod abandon_model {
+    //! Abandonment racing with remote frees and adoption, as the heap does
+    //! it: the owner takes its page's remote frees, clears the segment's
+    //! owner and pushes it on the abandoned list; another thread frees a
+    //! block into the page meanwhile; a third adopts whatever it finds
+    //! abandoned and takes the page's remote frees. Every freed block must
+    //! be seen exactly once, by the owner or the adopter, and the segment
+    //! adopted exactly once.
+    use super::*;
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize as Owner;
+    use loom::thread;
+
+    #[repr(C, align(16))]
+    struct Block {
+        next: UnsafeCell<*mut Block>,
+        id: usize,
+    }
+
+    impl Link for Block {
+        unsafe fn set_next(node: *mut Self, next: *mut Self) {
+            // SAFETY: the caller owns `node`.
+            unsafe { (*node).next.with_mut(|p| *p = next) }
+        }
+    }
+
+    /// The parts of a segment that threads share.
+    #[repr(C, align(16))]
+    struct Segment {
+        next: UnsafeCell<*mut Segment>,
+        owner: Owner,
+        thread_free: RemoteFreeList,
+    }
+
+    impl Link for Segment {
+        unsafe fn set_next(node: *mut Self, next: *mut Self) {
+            // SAFETY: the caller owns `node`.
+            unsafe { (*node).next.with_mut(|p| *p = next) }
+        }
+    }
+
+    struct Shared {
+        seg: *mut Segment,
+        abandoned: TakeAllStack,
+    }
+    // SAFETY: the segment is shared only through the structures under test.
+    unsafe impl Send for Shared {}
+    // SAFETY: as above.
+    unsafe impl Sync for Shared {}
+
+    fn ids(mut b: *mut Block) -> usize {
+        let mut seen = 0;
+        while !b.is_null() {
+            // SAFETY: a taken chain belongs to the taker.
+            let blk = unsafe { Box::from_raw(b) };
+            assert_eq!(seen & (1 << blk.id), 0, "block {} seen twice", blk.id);
+            seen |= 1 << blk.id;
+            b = blk.next.with(|p| unsafe { *p });
+        }
+        seen
+    }
+
+    #[test]
+    fn abandon_and_adopt_race_with_remote_frees() {
+        crate::sync::model("abandon_adopt", || {
+            let seg = Box::into_raw(Box::new(Segment {
+                next: UnsafeCell::new(core::ptr::null_mut()),
+                owner: Owner::new(1),
+                thread_free: RemoteFreeList::new(),
+            }));
+            let shared = Arc::new(Shared {
+                seg,
+                abandoned: TakeAllStack::new(),
+            });
+
+            let s = shared.clone();
+            let freer = thread::spawn(move || {
+                let b = Box::into_raw(Box::new(Block {
+                    next: UnsafeCell::new(core::ptr::null_mut()),
+                    id: 0,
+                }));
+                // SAFETY: the segment outlives the model; the block is ours.
+                let r = unsafe { (*s.seg).thread_free.push(b) };
+                assert_eq!(r, Pushed::Listed, "the page was never parked");
+            });
+
+            let s = shared.clone();
+            let owner = thread::spawn(move || {
+                // SAFETY: the owner's view of its own segment.
+                unsafe {
+                    let mine = ids((*s.seg).thread_free.take_all());
+                    (*s.seg).owner.store(0, Ordering::Release);
+                    s.abandoned.push(s.seg);
+                    mine
+                }
+            });
+
+            let s = shared.clone();
+            let adopter = thread::spawn(move || {
+                let seg = s.abandoned.take_all::<Segment>();
+                if seg.is_null() {
+                    return (0usize, false);
+                }
+                // SAFETY: taking the list made the segment ours.
+                unsafe {
+                    assert_eq!(
+                        (*seg).owner.load(Ordering::Acquire),
+                        0,
+                        "adopted a segment still owned"
+                    );
+                    (*seg).owner.store(2, Ordering::Release);
+                    (ids((*seg).thread_free.take_all()), true)
+                }
+            });
+
+            freer.join().unwrap();
+            let by_owner = owner.join().unwrap();
+            let (by_adopter, adopted) = adopter.join().unwrap();
+            // Whatever nobody took yet is still on the page, or the segment
+            // is still on the list for a later adopter.
+            // SAFETY: all threads are done.
+            let rest = unsafe { ids((*shared.seg).thread_free.take_all()) };
+            let later = !shared.abandoned.take_all::<Segment>().is_null();
+            assert!(adopted != later, "the segment must be adopted exactly once");
+            assert_eq!(by_owner & by_adopter, 0);
+            assert_eq!(by_owner | by_adopter | rest, 1, "the remote free was lost");
+            // SAFETY: no one refers to the segment any more.
+            drop(unsafe { Box::from_raw(shared.seg) });
+        });
+    }
+}
