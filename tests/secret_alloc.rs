@@ -206,3 +206,33 @@ fn std_vec_and_box_in_the_pool() {
         assert_eq!(pool.stats().secrets_live, 0);
     }
 }
+
+/// The collection types of `allocator_api2` itself (what hashbrown and
+/// bumpalo build on) on a secret pool, on stable Rust.
+#[test]
+fn allocator_api2_vec_and_box_in_the_pool() {
+    for pool in pools() {
+        let mut v: allocator_api2::vec::Vec<u8, &SecretPool> =
+            allocator_api2::vec::Vec::new_in(&pool);
+        for i in 0..10_000u32 {
+            v.push(i as u8);
+        }
+        assert!(v.iter().enumerate().all(|(i, &b)| b == i as u8));
+        let live = pool.stats().bytes_live;
+        assert!(
+            live >= 10_000,
+            "the vector's buffer is not in the pool: {live}"
+        );
+        v.truncate(10);
+        v.shrink_to_fit();
+        assert_eq!(&v[..], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let key = allocator_api2::boxed::Box::new_in([7u8; 32], &pool);
+        assert_eq!(*key, [7u8; 32]);
+        drop((v, key));
+        assert_eq!(
+            pool.stats().secrets_live,
+            0,
+            "everything went back to the pool"
+        );
+    }
+}
