@@ -25,7 +25,6 @@
 //! hardened heap's empty `current` table (no test on the fast path), free
 //! by one test of `enabled()`.
 
-use crate::fixed::FixedVec;
 use crate::heap::{self, Heap, Want};
 use crate::os::{self, OS_PAGE};
 use crate::page::Page;
@@ -438,31 +437,10 @@ pub(crate) fn check_live(p: *mut u8) {
     }
 }
 
-/// Writes `mapalloc: <what> of 0x<addr>` to stderr and aborts. Allocates
-/// nothing.
+/// Aborts with `mapalloc: <what> of 0x<addr>`.
 #[cold]
 pub(crate) fn die(what: &[u8], addr: usize) -> ! {
-    let mut line = FixedVec::<u8, 96>::new(0);
-    for &b in b"mapalloc: ".iter().chain(what).chain(b" of 0x") {
-        let _ = line.push(b);
-    }
-    let digits = if addr == 0 {
-        1
-    } else {
-        (usize::BITS - addr.leading_zeros()).div_ceil(4)
-    };
-    for i in (0..digits).rev() {
-        let _ = line.push(
-            b"0123456789abcdef"
-                .get((addr >> (i * 4)) & 0xf)
-                .copied()
-                .unwrap_or(b'?'),
-        );
-    }
-    let _ = line.push(b'\n');
-    os::write_stderr(line.as_slice());
-    // SAFETY: abort never returns and is always safe to call.
-    unsafe { libc::abort() }
+    os::fatal(&[what, b" of"], addr)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! as `None`/`false`; nothing here allocates, panics or retries forever.
 //! Memory is always mapped read-write, never executable.
 
+use crate::fixed::FixedVec;
 use crate::stats::{Counter, STATS};
 use crate::sync::{AtomicUsize, Ordering};
 use core::ptr::{self, NonNull};
@@ -190,6 +191,38 @@ pub(crate) fn write_stderr(bytes: &[u8]) {
     // SAFETY: writes from a valid buffer; a short or failed write to stderr
     // has nowhere better to be reported.
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+}
+
+/// Writes `mapalloc: <parts…> 0x<addr>` to stderr from a stack buffer
+/// and aborts: the one way the allocator (hardened checks, secret pools)
+/// reports memory-safety violations. Allocates nothing, formats nothing.
+#[cold]
+pub(crate) fn fatal(parts: &[&[u8]], addr: usize) -> ! {
+    let mut line = FixedVec::<u8, 160>::new(0);
+    for &b in b"mapalloc: "
+        .iter()
+        .chain(parts.iter().copied().flatten())
+        .chain(b" 0x")
+    {
+        let _ = line.push(b);
+    }
+    let digits = if addr == 0 {
+        1
+    } else {
+        (usize::BITS - addr.leading_zeros()).div_ceil(4)
+    };
+    for i in (0..digits).rev() {
+        let _ = line.push(
+            b"0123456789abcdef"
+                .get((addr >> (i * 4)) & 0xf)
+                .copied()
+                .unwrap_or(b'?'),
+        );
+    }
+    let _ = line.push(b'\n');
+    write_stderr(line.as_slice());
+    // SAFETY: abort never returns and is always safe to call.
+    unsafe { libc::abort() }
 }
 
 /// A coarse monotonic clock in milliseconds (vDSO, no system call).

@@ -263,52 +263,13 @@ pub(crate) fn pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
-/// 64 random bits from the kernel, or a clock-and-address mix if
-/// `getrandom` is unavailable (the pools' canary keys: unpredictable is
-/// better, but nothing breaks without it).
-pub(crate) fn random_u64() -> u64 {
-    let mut v: u64 = 0;
-    // SAFETY: writes at most 8 bytes into `v`; GRND_NONBLOCK never blocks.
-    let n = unsafe { libc::getrandom((&raw mut v).cast(), 8, libc::GRND_NONBLOCK) };
-    if n == 8 {
-        return v;
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_nsec as u64) ^ ((ts.tv_sec as u64) << 32) ^ (&raw const v as u64).rotate_left(17)
-}
+/// 64 random bits (the pools' canary keys), from the allocator's `os`.
+pub(crate) use crate::os::random_u64;
 
-/// Writes `mapalloc: <what> <addr in hex>` to stderr and aborts. For
-/// memory-safety violations found on the secret path (an overwritten
-/// canary, a double or invalid free): continuing would be worse.
+/// Aborts with `mapalloc: <what> 0x<addr>`: for memory-safety violations
+/// found on the secret path (an overwritten canary, a double or invalid
+/// free), where continuing would be worse.
 #[cold]
 pub(crate) fn fatal(what: &str, addr: usize) -> ! {
-    let mut line = [0u8; 160];
-    let mut n = 0;
-    let mut put = |bytes: &[u8]| {
-        for &b in bytes {
-            if n < line.len() {
-                line[n] = b;
-                n += 1;
-            }
-        }
-    };
-    put(b"mapalloc: ");
-    put(what.as_bytes());
-    put(b" 0x");
-    let mut hex = [0u8; 16];
-    for (i, h) in hex.iter_mut().enumerate() {
-        let nib = (addr >> ((15 - i) * 4)) & 0xf;
-        *h = b"0123456789abcdef"[nib];
-    }
-    put(&hex);
-    put(b"\n");
-    // SAFETY: writes from a valid buffer; a failed write to stderr has
-    // nowhere better to be reported.
-    unsafe { libc::write(2, line.as_ptr().cast(), n) };
-    std::process::abort()
+    crate::os::fatal(&[what.as_bytes()], addr)
 }
