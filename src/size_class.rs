@@ -35,9 +35,30 @@ pub(crate) const fn class_size(c: usize) -> usize {
     }
 }
 
+/// The class of every size up to 1 KiB, by 16-byte step: one load and no
+/// branch on the size for the requests that are most frequent and most
+/// varied (the formula below branches on the doubling, which random sizes
+/// mispredict).
+static SMALL_CLASS: [u8; 65] = {
+    let mut t = [0u8; 65];
+    let mut i = 0;
+    while i < 65 {
+        t[i] = class_by_formula(i * 16) as u8;
+        i += 1;
+    }
+    t
+};
+
 /// The smallest class whose blocks hold `size` bytes (0..=SMALL_MAX).
 #[inline]
-pub(crate) const fn class_of(size: usize) -> usize {
+pub(crate) fn class_of(size: usize) -> usize {
+    if size <= 1024 {
+        return SMALL_CLASS[(size + 15) >> 4] as usize;
+    }
+    class_by_formula(size)
+}
+
+const fn class_by_formula(size: usize) -> usize {
     debug_assert!(size <= SMALL_MAX);
     if size <= 128 {
         // Size 0 shares class 0 with 1..=16.
@@ -63,9 +84,9 @@ pub(crate) const fn class_span(c: usize) -> usize {
 }
 
 const_assert!(class_size(SLAB_CLASSES - 1) == SLAB_MAX);
-const_assert!(class_of(SLAB_MAX) == SLAB_CLASSES - 1);
+const_assert!(class_by_formula(SLAB_MAX) == SLAB_CLASSES - 1);
 const_assert!(class_size(CLASSES - 1) == SMALL_MAX);
-const_assert!(class_of(SMALL_MAX) == CLASSES - 1);
+const_assert!(class_by_formula(SMALL_MAX) == CLASSES - 1);
 const_assert!(class_span(SLAB_CLASSES - 1) == 16);
 const_assert!(class_span(CLASSES - 1) == 16);
 const_assert!(CLASSES < u8::MAX as usize);
@@ -90,6 +111,13 @@ mod tests {
             if size > SLAB_MAX {
                 assert!(s - size < PAGE_SIZE, "page run for {size} is {s}");
             }
+        }
+    }
+
+    #[test]
+    fn table_and_formula_agree() {
+        for size in 0..=1024 {
+            assert_eq!(class_of(size), class_by_formula(size), "size {size}");
         }
     }
 
