@@ -10,7 +10,6 @@ static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::hardened();
 #[derive(Debug)]
 struct Death {
     signal: Option<i32>,
-    exit: Option<i32>,
     stderr: String,
 }
 
@@ -52,7 +51,6 @@ fn in_child(body: impl FnOnce()) -> Death {
     }
     Death {
         signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
-        exit: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         stderr: String::from_utf8_lossy(&out).into_owned(),
     }
 }
