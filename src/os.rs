@@ -12,7 +12,15 @@ use core::ptr::{self, NonNull};
 pub(crate) const OS_PAGE: usize = 4096;
 
 const PROT_RW: libc::c_int = libc::PROT_READ | libc::PROT_WRITE;
+#[cfg(not(miri))]
 const MAP_ANON_PRIVATE: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+/// Miri supports exactly private anonymous mappings, whole `munmap`s, and
+/// none of `mremap`-in-place, `madvise` or `mprotect`: under `cfg(miri)`
+/// the calls it cannot run become what they mean to the allocator's logic
+/// (unmap: keep the memory; purge: zero it; remap: refuse; protect: no-op),
+/// so the allocator's own code can run under Miri.
+#[cfg(miri)]
+const MAP_ANON_PRIVATE: libc::c_int = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
 
 /// Where the next aligned mapping is asked for. Asking at an address that
 /// is already aligned lets the kernel give us an aligned block in one
@@ -65,7 +73,7 @@ fn keeping_errno<T>(call: impl FnOnce() -> T) -> T {
 /// kernel refused, which only happens when a split would exceed the map
 /// count limit; the caller then keeps the memory as it is.
 pub(crate) fn unmap(p: *mut u8, len: usize) -> bool {
-    if len == 0 {
+    if len == 0 || cfg!(miri) {
         return true;
     }
     // SAFETY: callers pass a range they mapped and no longer use.
@@ -117,6 +125,9 @@ pub(crate) fn map_aligned(len: usize, align: usize, offset: usize) -> Option<Non
 
 /// Grows or shrinks a mapping where it stands. False if it cannot.
 pub(crate) fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
+    if cfg!(miri) {
+        return false;
+    }
     // SAFETY: without MREMAP_MAYMOVE the mapping either keeps its address
     // or the call fails; `p` is a mapping of `old` bytes we own.
     let r = keeping_errno(|| unsafe { libc::mremap(p.cast(), old, new, 0) });
@@ -131,6 +142,9 @@ pub(crate) fn remap_in_place(p: *mut u8, old: usize, new: usize) -> bool {
 /// Moves the pages of a mapping to `target` (a reservation of at least
 /// `new` bytes that we own) without copying them.
 pub(crate) fn remap_to(p: *mut u8, old: usize, new: usize, target: *mut u8) -> bool {
+    if cfg!(miri) {
+        return false;
+    }
     // SAFETY: MREMAP_FIXED replaces only `[target, target+new)`, which the
     // caller reserved for this purpose; `p` is a mapping of `old` bytes.
     let r = unsafe {
@@ -166,6 +180,11 @@ pub(crate) fn purge(p: *mut u8, len: usize) -> bool {
     if len == 0 {
         return true;
     }
+    if cfg!(miri) {
+        // SAFETY: callers hold no data in the range; it must read as zero.
+        unsafe { p.write_bytes(0, len) };
+        return true;
+    }
     // SAFETY: MADV_DONTNEED on a private anonymous range we own only drops
     // its contents (it reads back as zero); callers hold no data there.
     let rc = keeping_errno(|| unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) });
@@ -175,6 +194,9 @@ pub(crate) fn purge(p: *mut u8, len: usize) -> bool {
 
 /// Makes `[p, p+len)` inaccessible (a guard page). False on failure.
 pub(crate) fn protect_none(p: *mut u8, len: usize) -> bool {
+    if cfg!(miri) {
+        return true;
+    }
     // SAFETY: callers pass page-aligned ranges of their own mappings that
     // hold no live data.
     unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0 }
@@ -182,6 +204,9 @@ pub(crate) fn protect_none(p: *mut u8, len: usize) -> bool {
 
 /// Makes `[p, p+len)` read-write again (never executable).
 pub(crate) fn protect_rw(p: *mut u8, len: usize) -> bool {
+    if cfg!(miri) {
+        return true;
+    }
     // SAFETY: callers pass page-aligned ranges of their own mappings.
     keeping_errno(|| unsafe { libc::mprotect(p.cast(), len, PROT_RW) == 0 })
 }
