@@ -16,7 +16,9 @@ fn small_large_and_cross_thread_blocks() {
         v.push(i);
     }
     assert_eq!(v.iter().sum::<u64>(), 3000 * 2999 / 2);
-    let s: String = (0..200).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let s: String = (0..200)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     assert_eq!(s.len(), 200);
     let m: HashMap<u32, String> = (0..100).map(|i| (i, i.to_string())).collect();
     assert_eq!(m[&42], "42");
