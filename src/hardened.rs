@@ -320,6 +320,9 @@ fn check_small(seg: *mut Segment, p: *mut u8) -> (*mut Page, usize) {
 /// # Safety
 /// None beyond the process being sane; a bad `p` aborts.
 pub(crate) unsafe fn free(p: *mut u8) {
+    // Our mapping's provenance: the block is zeroed in full, past the
+    // caller's layout (see `heap::block_at`).
+    let p = heap::block_at(p).cast::<u8>();
     let seg = segment_of(p);
     if p.is_null() || !registry::contains(seg as usize) {
         die(b"invalid free", p as usize);

@@ -236,11 +236,22 @@ pub(crate) unsafe fn free(p: *mut u8) {
     // header; if its owner is our heap, the page is ours to touch.
     unsafe {
         if (*seg).header.owner.load(Ordering::Relaxed) == heap {
-            free_local(heap, Segment::page_of(seg, p), p.cast());
+            free_local(heap, Segment::page_of(seg, p), block_at(p));
         } else {
             free_generic(seg, p);
         }
     }
+}
+
+/// The block at `p`, as a pointer with the provenance of our mapping
+/// rather than the caller's: the caller's pointer may only cover its
+/// `Layout` (one byte for a `Box<u8>`), and the free-list link is written
+/// over the block's first 8 bytes. Casting through the address picks up
+/// the segment mapping's provenance, exposed when it was mapped; it
+/// compiles to nothing.
+#[inline(always)]
+pub(crate) fn block_at(p: *mut u8) -> *mut Block {
+    core::ptr::with_exposed_provenance_mut(p.addr())
 }
 
 /// # Safety
@@ -310,13 +321,13 @@ unsafe fn free_generic(seg: *mut Segment, p: *mut u8) {
             if !thread::is_sentinel(heap) {
                 reclaim_abandoned(heap, Want::This(seg));
                 if (*seg).header.owner.load(Ordering::Relaxed) == heap {
-                    free_local(heap, Segment::page_of(seg, p), p.cast());
+                    free_local(heap, Segment::page_of(seg, p), block_at(p));
                     return;
                 }
             }
         }
         let page = Segment::page_of(seg, p);
-        let block = p.cast::<Block>();
+        let block = block_at(p);
         if (*page).push_thread_free(block) == Pushed::NotifyOwner {
             // The owner parked this page full: tell it through the segment,
             // carrying the block so the page stays in use until it looks.

@@ -52,6 +52,8 @@ fn map_at(hint: *mut u8, len: usize) -> Option<NonNull<u8>> {
         return None;
     }
     STATS.add(Counter::MappedBytes, len);
+    // Blocks are later reached from bare addresses (see `heap::block_at`).
+    let _ = p.expose_provenance();
     NonNull::new(p.cast())
 }
 
