@@ -18,58 +18,47 @@
 mod lockfree;
 mod sync;
 
-#[cfg(not(loom))]
-mod fixed;
-#[cfg(not(loom))]
-mod global;
-#[cfg(not(loom))]
-mod hardened;
-#[cfg(not(loom))]
-mod heap;
-#[cfg(not(loom))]
-mod large;
-#[cfg(not(loom))]
-mod options;
-#[cfg(not(loom))]
-mod os;
-#[cfg(not(loom))]
-mod page;
-#[doc(hidden)]
-#[cfg(not(loom))]
-pub mod raw;
-#[cfg(not(loom))]
-mod registry;
-#[cfg(not(loom))]
-pub mod secret;
-#[cfg(not(loom))]
-mod segment;
-#[cfg(not(loom))]
-mod size_class;
-#[cfg(not(loom))]
-mod stats;
-#[cfg(not(loom))]
-mod thread;
-
-#[cfg(not(loom))]
-pub use global::MapAlloc;
-#[cfg(not(loom))]
-pub use stats::{Stats, stats};
-
-/// Returns free memory to the OS now: the calling thread's empty slab
-/// pages, the shared fallback heap's, the large-mapping cache and the
-/// segment cache. Other threads' heaps are left alone (they are theirs).
-#[cfg(not(loom))]
-pub fn collect() {
-    thread::collect_current();
+/// Everything but the lock-free structures: loom's types cannot run inside
+/// a global allocator, so under `cfg(loom)` none of this is built.
+macro_rules! allocator {
+    ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
 }
 
-/// Bytes usable at `ptr`, which may exceed the size asked for (the block's
-/// size class, or the large mapping's page-rounded length).
-///
-/// # Safety
-/// `ptr` is a live block returned by this allocator.
-#[cfg(not(loom))]
-pub unsafe fn usable_size(ptr: *const u8) -> usize {
-    // SAFETY: forwarded.
-    unsafe { global::usable_size(ptr.cast_mut()) }
+allocator! {
+    mod fixed;
+    mod global;
+    mod hardened;
+    mod heap;
+    mod large;
+    mod options;
+    mod os;
+    mod page;
+    #[doc(hidden)]
+    pub mod raw;
+    mod registry;
+    pub mod secret;
+    mod segment;
+    mod size_class;
+    mod stats;
+    mod thread;
+
+    pub use global::MapAlloc;
+    pub use stats::{Stats, stats};
+
+    /// Returns free memory to the OS now: the calling thread's empty slab
+    /// pages, the shared fallback heap's, the large-mapping cache and the
+    /// segment cache. Other threads' heaps are left alone (they are theirs).
+    pub fn collect() {
+        thread::collect_current();
+    }
+
+    /// Bytes usable at `ptr`, which may exceed the size asked for (the
+    /// block's size class, or the large mapping's page-rounded length).
+    ///
+    /// # Safety
+    /// `ptr` is a live block returned by this allocator.
+    pub unsafe fn usable_size(ptr: *const u8) -> usize {
+        // SAFETY: forwarded.
+        unsafe { global::usable_size(ptr.cast_mut()) }
+    }
 }
