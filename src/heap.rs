@@ -402,8 +402,13 @@ pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
 #[inline(never)]
 unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
     // SAFETY: `heap` is the calling thread's heap or a sentinel; the
-    // sentinels are dispatched before any field is written.
+    // sentinels are dispatched before any field is written (their
+    // `hardened` is false). A hardened heap comes here on every allocation,
+    // so it goes first.
     unsafe {
+        if (*heap).hardened {
+            return crate::hardened::alloc(heap, class);
+        }
         if thread::is_sentinel(heap) {
             return thread::alloc_without_heap(heap, class_size(class), zero);
         }
