@@ -193,9 +193,17 @@ pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero) -> *m
     // owned by this thread; a non-null `free` is a block of that page.
     unsafe {
         let page = *current(heap, class);
-        let block = (*page).free;
+        let mut block = (*page).free;
         if block.is_null() {
-            return alloc_slow(heap, class, zero);
+            // The owner's own frees are the next blocks to hand out: take
+            // them here rather than through the slow path (with random
+            // sizes each class needs this every 4096/size allocations).
+            block = (*page).local_free;
+            if block.is_null() {
+                return alloc_slow(heap, class, zero);
+            }
+            (*page).local_free = ptr::null_mut();
+            (*page).free_is_zero = false;
         }
         (*page).free = (*block).next;
         (*page).used += 1;
