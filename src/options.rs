@@ -30,7 +30,8 @@ pub(crate) static LARGE_CACHE_MS: Opt = Opt::new(c"MAPALLOC_LARGE_CACHE_MS", 250
 /// How long an emptied slab page keeps its physical memory before it is
 /// `madvise`d away (0: at once).
 pub(crate) static PURGE_DELAY_MS: Opt = Opt::new(c"MAPALLOC_PURGE_DELAY_MS", 10);
-/// Empty segments kept (purged) for reuse before they are unmapped.
+/// Empty segments kept for reuse (their pages purged after the delay)
+/// before they are unmapped.
 pub(crate) static SEGMENT_CACHE: Opt = Opt::new(c"MAPALLOC_SEGMENT_CACHE", 8);
 
 /// Non-zero: hardened mode (see `hardened`), for binaries built with
