@@ -15,7 +15,7 @@ use crate::os;
 use crate::page::{Block, Page};
 use crate::registry;
 use crate::stats::{Counter, STATS};
-use crate::sync::{AtomicPtr, AtomicU64, Ordering};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use core::ptr;
 use static_assertions::const_assert;
 
@@ -149,6 +149,9 @@ impl Segment {
         // SAFETY: forwarded; read before the cache makes it visible.
         let purge_at = unsafe {
             debug_assert!((*seg).free_mask == ALL_SLAB_PAGES);
+            if (*seg).dirty_mask != 0 && DIRTY_CACHED.load(Ordering::Relaxed) >= MAX_DIRTY_CACHED {
+                (*seg).purge_dirty();
+            }
             if (*seg).dirty_mask != 0 {
                 (*seg).purge_at
             } else {
@@ -303,17 +306,39 @@ fn unmap_segment(seg: *mut Segment) {
 /// Empty segments kept for reuse.
 pub(crate) struct SegmentCache(SlotCache<CACHE_SLOTS>);
 
+/// Cached segments that still hold dirty pages. Purges wait for a later
+/// slow path, which an idle program never reaches; so at most
+/// `MAX_DIRTY_CACHED` segments (8 MiB) stay dirty in the cache, enough for
+/// a thread that exits to hand its pages to the next one warm.
+static DIRTY_CACHED: AtomicUsize = AtomicUsize::new(0);
+const MAX_DIRTY_CACHED: usize = 2;
+
 /// When the next cached segment's dirty pages are due for purging.
 static NEXT_CACHE_PURGE: AtomicU64 = AtomicU64::new(u64::MAX);
 
 impl SegmentCache {
     pub(crate) fn take(&self) -> Option<*mut Segment> {
-        self.0.take().map(|s| s as *mut Segment)
+        let seg = self.0.take()? as *mut Segment;
+        // SAFETY: taken from the cache, so ours alone.
+        if unsafe { (*seg).dirty_mask } != 0 {
+            DIRTY_CACHED.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(seg)
     }
 
     pub(crate) fn put(&self, seg: *mut u8) -> bool {
-        self.0
-            .put(seg as usize, crate::options::SEGMENT_CACHE.get())
+        // SAFETY: the caller owns `seg` until the slot publishes it.
+        let dirty = unsafe { (*seg.cast::<Segment>()).dirty_mask } != 0;
+        // Counted before it is visible, so a taker's decrement never comes
+        // first.
+        if dirty {
+            DIRTY_CACHED.fetch_add(1, Ordering::Relaxed);
+        }
+        let done = self.0.put(seg as usize, crate::options::SEGMENT_CACHE.get());
+        if dirty && !done {
+            DIRTY_CACHED.fetch_sub(1, Ordering::Relaxed);
+        }
+        done
     }
 
     /// Purges the dirty pages of cached segments whose delay has passed.
