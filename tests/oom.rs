@@ -26,6 +26,8 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+mod common;
+
 #[global_allocator]
 static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
 
@@ -36,59 +38,17 @@ const GIB: usize = 1024 * MIB;
 const HEADROOM: usize = 64 * MIB;
 
 // ---------------------------------------------------------------------------
-// Fill patterns: byte `off` of block `id` comes from a table of random bytes
-// with a prime period, copied and compared with memcpy/memcmp.
+// Fill patterns: byte `off` of block `id` comes from `tests/common`'s table
+// of random bytes with a prime period.
 
-const PERIOD: usize = 65_521;
-
-const fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-static TABLE: [u8; 2 * PERIOD] = {
-    let mut t = [0u8; 2 * PERIOD];
-    let mut i = 0;
-    while i < PERIOD {
-        let b = (mix64(i as u64 ^ 0x000A_110C) >> 56) as u8;
-        t[i] = b;
-        t[i + PERIOD] = b;
-        i += 1;
-    }
-    t
-};
-
-fn phase(id: u64, off: usize) -> usize {
-    ((mix64(id) % PERIOD as u64) as usize + off % PERIOD) % PERIOD
-}
-
+/// Block `id`'s pattern (from `tests/common`) over all of `buf`.
 fn fill(buf: &mut [u8], id: u64) {
-    let mut done = 0;
-    while done < buf.len() {
-        let p = phase(id, done);
-        let n = (buf.len() - done).min(PERIOD);
-        buf[done..done + n].copy_from_slice(&TABLE[p..p + n]);
-        done += n;
-    }
+    common::fill(buf, id, 0);
 }
 
 #[track_caller]
 fn check(buf: &[u8], id: u64, what: &str) {
-    let mut done = 0;
-    while done < buf.len() {
-        let p = phase(id, done);
-        let n = (buf.len() - done).min(PERIOD);
-        if buf[done..done + n] != TABLE[p..p + n] {
-            let i = (0..n).find(|&i| buf[done + i] != TABLE[p + i]).unwrap();
-            panic!(
-                "{what}: block {id} ({} B) corrupted at byte {}",
-                buf.len(),
-                done + i
-            );
-        }
-        done += n;
-    }
+    common::assert_pattern(buf, id, 0, what);
 }
 
 // ---------------------------------------------------------------------------

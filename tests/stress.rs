@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Instant;
 
+mod common;
+
 #[global_allocator]
 static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
 
@@ -48,11 +50,7 @@ const MAX_HELD: usize = 96;
 #[derive(Clone)]
 struct Rng(u64);
 
-const fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use common::{fill, mix64};
 
 impl Rng {
     fn new(seed: u64, stream: u64) -> Rng {
@@ -79,57 +77,8 @@ impl Rng {
     }
 }
 
-/// The pattern repeats with a prime period, so a block copied to a shifted
-/// offset, or swapped with another block, does not match.
-const PERIOD: usize = 65_521;
-
-static TABLE: [u8; 2 * PERIOD] = {
-    let mut t = [0u8; 2 * PERIOD];
-    let mut i = 0;
-    while i < PERIOD {
-        let b = (mix64(i as u64 ^ 0x57_2E55) >> 56) as u8;
-        t[i] = b;
-        t[i + PERIOD] = b;
-        i += 1;
-    }
-    t
-};
-
-fn phase(id: u64, off: usize) -> usize {
-    ((mix64(id) % PERIOD as u64) as usize + off % PERIOD) % PERIOD
-}
-
-/// Writes block `id`'s pattern for offsets `start..start + buf.len()`.
-fn fill(buf: &mut [u8], id: u64, start: usize) {
-    let mut done = 0;
-    while done < buf.len() {
-        let p = phase(id, start + done);
-        let n = (buf.len() - done).min(PERIOD);
-        buf[done..done + n].copy_from_slice(&TABLE[p..p + n]);
-        done += n;
-    }
-}
-
-/// First offset in `buf` (which starts at offset 0 of block `id`) that does
-/// not hold the pattern.
-fn mismatch(buf: &[u8], id: u64) -> Option<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        let p = phase(id, done);
-        let n = (buf.len() - done).min(PERIOD);
-        if buf[done..done + n] != TABLE[p..p + n] {
-            return Some(done + (0..n).find(|&i| buf[done + i] != TABLE[p + i]).unwrap());
-        }
-        done += n;
-    }
-    None
-}
-
-static ZEROS: [u8; 64 * KIB] = [0; 64 * KIB];
-
-fn all_zero(buf: &[u8]) -> bool {
-    buf.chunks(ZEROS.len()).all(|c| c == &ZEROS[..c.len()])
-}
+// Fill patterns come from `tests/common` (a prime-period table, so a
+// block copied to a shifted offset or swapped with another does not match).
 
 // ---------------------------------------------------------------------------
 // Blocks.
@@ -162,7 +111,7 @@ impl Block {
 
     #[track_caller]
     fn check(&self, ctx: &Ctx, what: &str) {
-        if let Some(off) = mismatch(self.bytes(), self.id) {
+        if let Some(off) = common::check(self.bytes(), self.id, 0) {
             ctx.fail(format_args!(
                 "{what}: block {:#x} ({} B, align {}) at {:?} corrupted at byte {off}: {:#04x}, want {:#04x}",
                 self.id,
@@ -170,7 +119,7 @@ impl Block {
                 self.align,
                 self.ptr,
                 self.bytes()[off],
-                TABLE[phase(self.id, off)]
+                common::pattern_byte(self.id, off)
             ));
         }
     }
@@ -260,7 +209,7 @@ impl Ctx {
             align,
             id,
         };
-        if zeroed && !all_zero(b.bytes()) {
+        if zeroed && common::first_nonzero(b.bytes()).is_some() {
             self.fail(format_args!(
                 "alloc_zeroed({size}, {align}) = {ptr:?} is not zero"
             ));
