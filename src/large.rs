@@ -174,6 +174,9 @@ pub(crate) unsafe fn free(large: *mut Large) {
     // Mappings placed for alignments above a segment do not fit the
     // cache's segment-aligned reuse; they go straight back.
     if offset > SEGMENT_SIZE || guard != 0 || !CACHE.put(base, len) {
+        // A refused munmap (map-count limit) leaves the range mapped and
+        // unregistered: leaked address space, counted in `mapped_bytes`,
+        // never handed out again.
         os::unmap(base, len);
     }
 }

@@ -194,7 +194,11 @@ fn register_fork_handlers() {
     static REGISTERED: AtomicBool = AtomicBool::new(false);
     if !REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: the handlers are `extern "C"` functions that never unwind.
-        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+        let rc = unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+        if rc != 0 {
+            // ENOMEM: try again when the next thread sets up its heap.
+            REGISTERED.store(false, Ordering::Release);
+        }
     }
 }
 
