@@ -18,32 +18,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod common;
+
+use common::child::{self, Ended};
+use common::{KIB, MIB, Rng};
 
 #[global_allocator]
 static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
 
-const KIB: usize = 1024;
-const MIB: usize = 1024 * KIB;
 /// How long a child may take before it counts as hung.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// A heap block that knows what it must contain: every byte is `tag`, and
 /// the first and last eight bytes hold `id` (so two live blocks never look
@@ -144,7 +130,7 @@ fn start_workers(n: usize, seed: u64) -> Workers {
 }
 
 fn worker(w: usize, seed: u64, stop: &AtomicBool, ops: &AtomicU64, tx: &mpsc::SyncSender<Tagged>) {
-    let mut rng = Rng(seed ^ (w as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut rng = Rng::new(seed ^ (w as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut live: Vec<Tagged> = Vec::new();
     let mut next_id = (w as u64) << 48;
     let mut n = 0u64;
@@ -318,117 +304,13 @@ where
     }
 }
 
-/// Forks; the child runs `body` and exits with 0 if it returned, 101 if it
-/// panicked. The parent waits up to `CHILD_TIMEOUT` and returns the raw
-/// wait status, killing the child and panicking if it hangs.
-fn fork_and_wait(what: &str, body: impl FnOnce()) -> libc::c_int {
-    // Read before the fork (set MAPALLOC_CHILD_BACKTRACE=1 to debug a child).
-    let backtrace = std::env::var_os("MAPALLOC_CHILD_BACKTRACE").is_some();
-    // SAFETY: fork has no memory-safety preconditions; the child only runs
-    // `body` (on this thread's stack) and leaves with `_exit`, never
-    // returning into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(
-        pid >= 0,
-        "{what}: fork failed: {}",
-        std::io::Error::last_os_error()
-    );
-    if pid == 0 {
-        // libtest captures panic messages into a buffer that a child never
-        // hands back: report them on the real fd 2. A backtrace only on
-        // request: capturing one takes std's global backtrace lock, which
-        // a parent thread printing its own panic may hold across the fork.
-        let tag = what.to_string();
-        std::panic::set_hook(Box::new(move |info| {
-            let line = if backtrace {
-                let bt = std::backtrace::Backtrace::force_capture();
-                format!("[child: {tag}] {info}\n{bt}\n")
-            } else {
-                format!("[child: {tag}] {info}\n")
-            };
-            // SAFETY: writes `line.len()` bytes from a live buffer to fd 2.
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-        }));
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-        // SAFETY: `_exit` ends the child without running the parent's
-        // atexit handlers or unwinding into the harness.
-        unsafe { libc::_exit(if result.is_ok() { 0 } else { 101 }) };
-    }
-    wait_with_timeout(pid, what)
-}
-
-fn wait_with_timeout(pid: libc::pid_t, what: &str) -> libc::c_int {
-    let start = Instant::now();
-    loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return status;
-        }
-        assert!(
-            r == 0,
-            "{what}: waitpid failed: {}",
-            std::io::Error::last_os_error()
-        );
-        if start.elapsed() > CHILD_TIMEOUT {
-            let state = describe_hung(pid);
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!(
-                "{what}: child {pid} hung for {CHILD_TIMEOUT:?} (deadlock after fork?); killed. {state}"
-            );
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// What a hung child is doing: its scheduler state and wait channel (R
-/// with wchan 0 is a spinning lock, S in futex_wait a blocking one), and,
-/// with `MAPALLOC_FORK_GDB=1`, every thread's backtrace from gdb.
-fn describe_hung(pid: libc::pid_t) -> String {
-    let read = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default();
-    let state = read("stat")
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or("?")
-        .to_string();
-    let mut out = format!("state {state}, wchan {:?}", read("wchan"));
-    if std::env::var_os("MAPALLOC_FORK_GDB").is_some() {
-        let bt = std::process::Command::new("gdb")
-            .args([
-                "-batch",
-                "-p",
-                &pid.to_string(),
-                "-ex",
-                "thread apply all bt",
-            ])
-            .output();
-        if let Ok(bt) = bt {
-            out.push('\n');
-            out.push_str(&String::from_utf8_lossy(&bt.stdout));
-        }
-    }
-    out
-}
-
-#[track_caller]
-fn assert_exited_ok(status: libc::c_int, what: &str) {
-    if libc::WIFSIGNALED(status) {
-        panic!("{what}: child killed by signal {}", libc::WTERMSIG(status));
-    }
-    assert!(
-        libc::WIFEXITED(status),
-        "{what}: odd wait status {status:#x}"
-    );
-    assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
-        "{what}: child exit status (101 = panicked)"
-    );
+/// Forks; the child runs `body` (it fails if `body` panics), and the
+/// parent waits up to `CHILD_TIMEOUT` (a hang after `fork` fails the test).
+fn fork_and_wait(what: &str, body: impl FnOnce()) -> Ended {
+    child::in_child(what, CHILD_TIMEOUT, || {
+        body();
+        0
+    })
 }
 
 /// The main thread forks 20 times while four threads allocate and free.
@@ -442,7 +324,7 @@ fn fork_while_threads_allocate() {
         .enumerate()
         .map(|(i, &len)| Tagged::new(0xAB_0000 + i as u64, len))
         .collect();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut gifts_seen = 0;
     for round in 0..FORKS {
         // Let the workers get going (and land somewhere inside the allocator).
@@ -450,8 +332,8 @@ fn fork_while_threads_allocate() {
         let gifts: Vec<Tagged> = workers.gifts.try_iter().collect();
         gifts_seen += gifts.len();
         let what = format!("fork {round}");
-        let status = fork_and_wait(&what, || child_work(gifts, &held));
-        assert_exited_ok(status, &what);
+        let ended = fork_and_wait(&what, || child_work(gifts, &held));
+        ended.assert_success(&what);
         // The parent goes on allocating after the fork, in every layer.
         let after: Vec<Tagged> = (0..200)
             .map(|i| Tagged::new(0xAF_0000 + i, random_len(&mut rng)))
@@ -479,12 +361,12 @@ fn fork_storm() {
     let workers = start_workers(4, 0x5707);
     for round in 0..FORKS {
         let what = format!("storm fork {round}");
-        let status = fork_and_wait(&what, || {
+        let ended = fork_and_wait(&what, || {
             let v: Vec<u8> = vec![0x11; 2 * MIB];
             assert_eq!(first_not(&v, 0x11), None);
             on_raw_thread(|| Tagged::new(0x57, 200 * KIB)).check("storm child's thread");
         });
-        assert_exited_ok(status, &what);
+        ended.assert_success(&what);
     }
     let ops = workers.stop_and_join();
     assert!(ops > 0, "the workers never ran");
@@ -501,13 +383,13 @@ fn concurrent_forks_from_several_threads() {
     let forkers: Vec<_> = (0..FORKERS)
         .map(|f| {
             thread::spawn(move || {
-                let mut rng = Rng(f as u64 * 1000 + 3);
+                let mut rng = Rng::new(f as u64 * 1000 + 3);
                 for round in 0..FORKS_EACH {
                     let mine: Vec<Tagged> = (0..50)
                         .map(|i| Tagged::new(((f as u64) << 32) + i, random_len(&mut rng)))
                         .collect();
                     let what = format!("forker {f} round {round}");
-                    let status = fork_and_wait(&what, || {
+                    let ended = fork_and_wait(&what, || {
                         mine.iter().for_each(|b| b.check("child: forker's block"));
                         let v: Vec<Tagged> = (0..300)
                             .map(|i| Tagged::new(i, 8 + i as usize * 13))
@@ -520,11 +402,11 @@ fn concurrent_forks_from_several_threads() {
                             w.check("grandchild");
                             on_raw_thread(|| Tagged::new(0x6D, 1000)).check("grandchild's thread");
                         });
-                        assert_exited_ok(inner, "grandchild");
+                        inner.assert_success("grandchild");
                         v.iter().for_each(|b| b.check("child"));
                         big.check("child big");
                     });
-                    assert_exited_ok(status, &what);
+                    ended.assert_success(&what);
                     mine.iter().for_each(|b| b.check("forker after fork"));
                 }
             })

@@ -24,18 +24,17 @@
 use std::alloc::Layout;
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
+
+use common::child::{self, AS_HEADROOM, Ended, Output, limit_address_space, vm_size};
+use common::{KIB, MIB};
 
 #[global_allocator]
 static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
 
-const KIB: usize = 1024;
-const MIB: usize = 1024 * KIB;
 const GIB: usize = 1024 * MIB;
-/// Headroom above the child's current address space under the limit.
-const HEADROOM: usize = 64 * MIB;
 
 // ---------------------------------------------------------------------------
 // Fill patterns: byte `off` of block `id` comes from `tests/common`'s table
@@ -51,154 +50,14 @@ fn check(buf: &[u8], id: u64, what: &str) {
     common::assert_pattern(buf, id, 0, what);
 }
 
-// ---------------------------------------------------------------------------
-// Running a case in a child process.
-
-struct Outcome {
-    status: libc::c_int,
-    stderr: String,
-}
-
-impl Outcome {
-    #[track_caller]
-    fn assert_success(&self, what: &str) {
-        assert!(
-            libc::WIFEXITED(self.status) && libc::WEXITSTATUS(self.status) == 0,
-            "{what}: child failed ({}); its stderr:\n{}",
-            describe(self.status),
-            self.stderr
-        );
-    }
-}
-
-fn describe(status: libc::c_int) -> String {
-    if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else if libc::WIFEXITED(status) {
-        format!(
-            "exit status {} (101: a check panicked)",
-            libc::WEXITSTATUS(status)
-        )
-    } else {
-        format!("wait status {status:#x}")
-    }
-}
-
-/// The child's address-space size (`VmSize`), in bytes.
-fn vm_size() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmSize:"))
-        .expect("VmSize line");
-    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * KIB
-}
-
-fn set_rlimit(resource: libc::__rlimit_resource_t, bytes: usize) {
-    let lim = libc::rlimit {
-        rlim_cur: bytes as libc::rlim_t,
-        rlim_max: bytes as libc::rlim_t,
-    };
-    // SAFETY: `lim` is a valid rlimit; lowering a limit needs no privilege.
-    let rc = unsafe { libc::setrlimit(resource, &lim) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
-
-/// Lowers `RLIMIT_AS` to the current address space plus `HEADROOM`;
-/// returns the limit.
-fn limit_address_space() -> usize {
-    let limit = vm_size() + HEADROOM;
-    set_rlimit(libc::RLIMIT_AS, limit);
-    limit
-}
-
-/// Runs `body` in a forked child whose stderr goes to a pipe. The child
-/// exits 0 if `body` returns and 101 if it panics (message on stderr); it
-/// may also die of a signal, which is what some cases expect.
-fn in_child(what: &str, body: impl FnOnce()) -> Outcome {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` is a valid array of two ints.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    assert_eq!(rc, 0, "pipe2");
-    let [rd, wr] = fds;
-    // Read before the fork (set MAPALLOC_CHILD_BACKTRACE=1 to debug a child).
-    let backtrace = std::env::var_os("MAPALLOC_CHILD_BACKTRACE").is_some();
-    // SAFETY: fork has no memory-safety preconditions; the child runs
-    // `body` and leaves with `_exit`, never returning into the harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "{what}: fork failed");
-    if pid == 0 {
-        // SAFETY: plain fd operations in the child; no core files for the
-        // cases that abort on purpose.
-        unsafe {
-            libc::dup2(wr, 2);
-            libc::close(rd);
-        }
-        set_rlimit(libc::RLIMIT_CORE, 0);
-        // libtest captures panic messages into a buffer that a child never
-        // hands back: report them on the real fd 2. A backtrace only on
-        // request: capturing one takes std's global backtrace lock, which
-        // a parent thread printing its own panic may hold across the fork.
-        let tag = what.to_string();
-        std::panic::set_hook(Box::new(move |info| {
-            let line = if backtrace {
-                let bt = std::backtrace::Backtrace::force_capture();
-                format!("[child: {tag}] {info}\n{bt}\n")
-            } else {
-                format!("[child: {tag}] {info}\n")
-            };
-            // SAFETY: writes `line.len()` bytes from a live buffer to fd 2.
-            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-        }));
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
-        // SAFETY: ends the child without unwinding into the harness.
-        unsafe { libc::_exit(if result.is_ok() { 0 } else { 101 }) };
-    }
-    // SAFETY: the parent's copy of the write end is not needed.
-    unsafe { libc::close(wr) };
-
-    // Wait first, then read: another test's fork may have inherited the
-    // write end, so EOF is no sign that our child is done. A child writes
-    // far less than a pipe buffer, so it never blocks on the pipe.
-    let start = Instant::now();
-    let mut status: libc::c_int = 0;
-    loop {
-        // SAFETY: `pid` is our child; `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        assert_eq!(r, 0, "{what}: waitpid failed");
-        if start.elapsed() > Duration::from_secs(60) {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, &mut status, 0);
-            }
-            panic!("{what}: child hung for 60 s; killed");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let mut stderr = Vec::new();
-    // SAFETY: `rd` is our open read end; O_NONBLOCK so a pipe whose write
-    // end lives on in another process does not block us.
-    unsafe { libc::fcntl(rd, libc::F_SETFL, libc::O_NONBLOCK) };
-    let mut buf = [0u8; 4096];
-    loop {
-        // SAFETY: reads into a live buffer of `buf.len()` bytes.
-        let n = unsafe { libc::read(rd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        stderr.extend_from_slice(&buf[..n as usize]);
-    }
-    // SAFETY: closing our own fd.
-    unsafe { libc::close(rd) };
-    Outcome {
-        status,
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+/// Runs `body` in a forked child (see `tests/common/child.rs`) whose
+/// stderr is captured. The child exits 0 if `body` returns and 101 if it
+/// panics; it may also die of a signal, which is what some cases expect.
+fn in_child(what: &str, body: impl FnOnce()) -> Output {
+    child::in_child_with_stderr(what, Duration::from_secs(60), || {
+        body();
+        0
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -269,9 +128,9 @@ fn exhaust_free_half_and_reuse() {
         }
         let n = first_failure.expect("4 GiB of 4 MiB blocks under a 64 MiB headroom?");
         assert!(
-            (4..=HEADROOM / CHUNK).contains(&n),
+            (4..=AS_HEADROOM / CHUNK).contains(&n),
             "{n} blocks of 4 MiB fit in {} MiB of headroom",
-            HEADROOM / MIB
+            AS_HEADROOM / MIB
         );
         assert!(vm_size() <= limit);
         for (id, v) in &chunks {
@@ -351,9 +210,9 @@ fn infallible_allocation_failure_aborts() {
         unsafe { libc::_exit(3) };
     });
     assert!(
-        libc::WIFSIGNALED(out.status) && libc::WTERMSIG(out.status) == libc::SIGABRT,
+        out.ended == Ended::Signaled(libc::SIGABRT),
         "expected SIGABRT, got {}; stderr:\n{}",
-        describe(out.status),
+        out.ended,
         out.stderr
     );
     assert!(

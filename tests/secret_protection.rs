@@ -18,30 +18,41 @@
 //! thread holds a pool lock when a test forks.
 
 use allocator_api2::alloc::Allocator;
-use mapalloc::secret::{Backing, SecretBox, SecretError, SecretPool, SecretVec};
+use mapalloc::secret::{Backing, PoolOptions, SecretBox, SecretError, SecretPool, SecretVec};
 use std::alloc::Layout;
-use std::panic::AssertUnwindSafe;
 use std::ptr;
-use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+mod common;
+
+use common::child::{self, Ended};
+use common::serial;
 
 #[global_allocator]
 static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
 
 const PAGE: usize = 4096;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// Runs `test` once for every backing this kernel offers, under
+/// `serial()`: tests that fork must not find another test's thread inside
+/// a pool lock.
+fn for_each_backing(test: impl FnMut(Backing)) {
+    let _s = serial();
+    let mut backings = vec![Backing::Anonymous];
+    if mapalloc::secret::memfd_secret_available() {
+        backings.push(Backing::MemfdSecret);
+    }
+    backings.into_iter().for_each(test);
 }
 
-/// Every backing this kernel offers.
-fn backings() -> Vec<Backing> {
-    let mut v = vec![Backing::Anonymous];
-    if mapalloc::secret::memfd_secret_available() {
-        v.push(Backing::MemfdSecret);
-    }
-    v
+/// A pool of `backing` whose secrets are `PROT_NONE` while not exposed.
+fn sealed_pool(backing: Backing) -> SecretPool {
+    SecretPool::with_options(PoolOptions::new().backing(backing).sealed(true)).unwrap()
+}
+
+/// A 32-byte key with every byte `byte`.
+fn key_in(pool: &SecretPool, byte: u8) -> SecretBox<[u8; 32]> {
+    SecretBox::<[u8; 32]>::new_with_in(pool, |k| k.fill(byte)).unwrap()
 }
 
 // ---------------------------------------------------------------------
@@ -149,10 +160,9 @@ fn check_secret_mapping(backing: Backing, start: usize, end: usize, what: &str) 
 
 #[test]
 fn smaps_shows_locked_undumped_unforked_guarded_memory() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         let pool = SecretPool::with_backing(backing).unwrap();
-        let key = SecretBox::<[u8; 32]>::new_with_in(&pool, |k| k.fill(3)).unwrap();
+        let key = key_in(&pool, 3);
         let (start, end) = key.__slab_data_range().unwrap();
         check_secret_mapping(backing, start, end, "slab");
 
@@ -161,7 +171,7 @@ fn smaps_shows_locked_undumped_unforked_guarded_memory() {
         let (start, end) = (p & !(PAGE - 1), (p + 20_000).next_multiple_of(PAGE));
         assert_eq!(p + 20_000, end, "a large secret ends at its guard page");
         check_secret_mapping(backing, start, end, "large secret");
-    }
+    });
 }
 
 #[test]
@@ -179,15 +189,9 @@ fn secrets_never_share_pages_with_the_heap() {
 
 #[test]
 fn sealed_secrets_are_prot_none_until_exposed() {
-    let _s = serial();
-    for backing in backings() {
-        let pool = SecretPool::with_options(
-            mapalloc::secret::PoolOptions::new()
-                .backing(backing)
-                .sealed(true),
-        )
-        .unwrap();
-        let mut key = SecretBox::<[u8; 32]>::new_with_in(&pool, |k| k.fill(9)).unwrap();
+    for_each_backing(|backing| {
+        let pool = sealed_pool(backing);
+        let mut key = key_in(&pool, 9);
         assert!(key.is_sealed());
         let p = key.expose().as_ptr() as usize;
         assert!(
@@ -215,48 +219,17 @@ fn sealed_secrets_are_prot_none_until_exposed() {
             g[0] = 1;
         }
         assert!(mapping_of(p).perms.starts_with("---"));
-    }
+    });
 }
 
 // ---------------------------------------------------------------------
 // Children
 // ---------------------------------------------------------------------
 
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    Exited(i32),
-    Signaled(i32),
-}
-
-/// Runs `f` in a forked child (without core dumps) and says how it ended:
-/// its return value is the exit status.
-fn in_child(f: impl FnOnce() -> i32) -> Outcome {
-    // SAFETY: the tests of this file are serialised, so no other test
-    // thread is inside the pools; the child only runs `f` and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let no_core = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: a valid rlimit; we are the child.
-        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
-        let code = std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or(101);
-        // SAFETY: ends the child without running the parent's exit hooks.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    if libc::WIFEXITED(status) {
-        Outcome::Exited(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        Outcome::Signaled(libc::WTERMSIG(status))
-    } else {
-        panic!("child status {status:#x}")
-    }
+/// Runs `f` in a forked child (no core dumps); its return value is the
+/// exit status.
+fn in_child(f: impl FnOnce() -> i32) -> Ended {
+    child::in_child("secret_protection", Duration::from_secs(60), f)
 }
 
 fn poke(addr: usize) -> i32 {
@@ -277,19 +250,18 @@ fn peek(addr: usize) -> u8 {
     unsafe { ptr::read_volatile(addr as *const u8) }
 }
 
-const SEGV: Outcome = Outcome::Signaled(libc::SIGSEGV);
-const ABRT: Outcome = Outcome::Signaled(libc::SIGABRT);
+const SEGV: Ended = Ended::Signaled(libc::SIGSEGV);
+const ABRT: Ended = Ended::Signaled(libc::SIGABRT);
 
 /// Runs `f` in a child on a pool made there (a memfd_secret pool's data is
 /// not mapped in a forked child at all, so it must come from the child).
-fn in_child_with_pool(backing: Backing, f: impl FnOnce(&SecretPool) -> i32) -> Outcome {
+fn in_child_with_pool(backing: Backing, f: impl FnOnce(&SecretPool) -> i32) -> Ended {
     in_child(|| f(&SecretPool::with_backing(backing).unwrap()))
 }
 
 #[test]
 fn writes_past_either_end_of_a_large_secret_fault() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         // `at(p, len)` picks the address to write from the secret's start
         // and length.
         let run = |len: usize, at: fn(usize, usize) -> usize| {
@@ -301,8 +273,8 @@ fn writes_past_either_end_of_a_large_secret_fault() {
             })
         };
         // In bounds: fine.
-        assert_eq!(run(10_000, |p, len| p + len - 1), Outcome::Exited(0));
-        assert_eq!(run(10_000, |p, _| p), Outcome::Exited(0));
+        assert_eq!(run(10_000, |p, len| p + len - 1), Ended::Exited(0));
+        assert_eq!(run(10_000, |p, _| p), Ended::Exited(0));
         // One byte past the end is the guard page.
         assert_eq!(run(10_000, |p, len| p + len), SEGV, "{backing:?} overflow");
         // Before the start: the slack (canary) up to the page, then the guard.
@@ -318,13 +290,12 @@ fn writes_past_either_end_of_a_large_secret_fault() {
             SEGV,
             "{backing:?} overflow"
         );
-    }
+    });
 }
 
 #[test]
 fn writes_past_either_end_of_a_slab_fault() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         // Fill one 2048-byte-class slab (8 blocks in 4 pages): the first
         // block starts the slab's data, the last ends it.
         let run = |at: fn(usize, usize) -> usize| {
@@ -342,21 +313,20 @@ fn writes_past_either_end_of_a_slab_fault() {
             })
         };
         // The last key's last byte (the block's last 48 bytes are canary).
-        assert_eq!(run(|_, end| end - 2048 + 1999), Outcome::Exited(0));
-        assert_eq!(run(|start, _| start), Outcome::Exited(0));
+        assert_eq!(run(|_, end| end - 2048 + 1999), Ended::Exited(0));
+        assert_eq!(run(|start, _| start), Ended::Exited(0));
         assert_eq!(run(|_, end| end), SEGV, "{backing:?} slab overflow");
         assert_eq!(
             run(|start, _| start - 1),
             SEGV,
             "{backing:?} slab underflow"
         );
-    }
+    });
 }
 
 #[test]
 fn an_overwritten_canary_aborts_on_free() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         let pool = SecretPool::with_backing(backing).unwrap();
         // Small: one byte past a 32-byte key, inside its block.
         let out = in_child(|| {
@@ -383,8 +353,8 @@ fn an_overwritten_canary_aborts_on_free() {
             drop((key, v));
             0
         });
-        assert_eq!(out, Outcome::Exited(0));
-    }
+        assert_eq!(out, Ended::Exited(0));
+    });
 }
 
 #[test]
@@ -409,10 +379,9 @@ fn a_double_free_through_the_allocator_aborts() {
 
 #[test]
 fn a_forked_child_does_not_see_secrets() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         let pool = SecretPool::with_backing(backing).unwrap();
-        let key = SecretBox::<[u8; 32]>::new_with_in(&pool, |k| k.fill(0x5A)).unwrap();
+        let key = key_in(&pool, 0x5A);
         let big = SecretVec::from_slice_in(&[0x5Au8; 50_000], &pool).unwrap();
         let pk = key.expose().as_ptr() as usize;
         let pb = big.expose().as_ptr() as usize;
@@ -423,29 +392,28 @@ fn a_forked_child_does_not_see_secrets() {
             });
             match backing {
                 // MADV_WIPEONFORK: the child reads zeros.
-                Backing::Anonymous => assert_eq!(out, Outcome::Exited(0), "child saw the secret"),
+                Backing::Anonymous => assert_eq!(out, Ended::Exited(0), "child saw the secret"),
                 // MADV_DONTFORK: nothing is mapped there in the child.
                 Backing::MemfdSecret => assert_eq!(out, SEGV, "child saw the secret"),
             }
         }
         assert_eq!(*key.expose(), [0x5A; 32], "the parent still has it");
         assert!(big.expose().iter().all(|&b| b == 0x5A));
-    }
+    });
 }
 
 #[test]
 fn a_forked_child_can_drop_inherited_secrets_and_make_new_ones() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         let pool = SecretPool::with_backing(backing).unwrap();
-        let key = SecretBox::<[u8; 32]>::new_with_in(&pool, |k| k.fill(1)).unwrap();
+        let key = key_in(&pool, 1);
         let big = SecretVec::from_slice_in(&[1u8; 50_000], &pool).unwrap();
         let out = in_child(|| {
             // The child starts from an empty pool...
             if pool.stats().secrets_live != 0 || mapalloc::secret::locked_bytes() != 0 {
                 return 2;
             }
-            let fresh = SecretBox::<[u8; 32]>::new_with_in(&pool, |k| k.fill(7)).unwrap();
+            let fresh = key_in(&pool, 7);
             // ...and dropping what it inherited touches nothing.
             drop(key);
             drop(big);
@@ -458,21 +426,15 @@ fn a_forked_child_can_drop_inherited_secrets_and_make_new_ones() {
             drop((fresh, more));
             if pool.stats().bytes_locked != 0 { 4 } else { 0 }
         });
-        assert_eq!(out, Outcome::Exited(0), "{backing:?}");
-    }
+        assert_eq!(out, Ended::Exited(0), "{backing:?}");
+    });
 }
 
 #[test]
 fn reading_a_sealed_secret_without_expose_faults() {
-    let _s = serial();
-    for backing in backings() {
-        let pool = SecretPool::with_options(
-            mapalloc::secret::PoolOptions::new()
-                .backing(backing)
-                .sealed(true),
-        )
-        .unwrap();
-        let key = SecretBox::<[u8; 32]>::new_with_in(&pool, |k| k.fill(0x77)).unwrap();
+    for_each_backing(|backing| {
+        let pool = sealed_pool(backing);
+        let key = key_in(&pool, 0x77);
         let p = key.expose().as_ptr() as usize;
         // In this process: readable only while exposed.
         {
@@ -488,21 +450,17 @@ fn reading_a_sealed_secret_without_expose_faults() {
                 let _g = key.expose();
                 peek(p) as i32
             });
-            assert_eq!(out, Outcome::Exited(0));
+            assert_eq!(out, Ended::Exited(0));
         }
-    }
+    });
 }
 
 #[test]
 fn writing_a_sealed_secret_under_a_shared_exposure_faults() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         let run = |exclusive: bool| {
             in_child(|| {
-                let opts = mapalloc::secret::PoolOptions::new()
-                    .backing(backing)
-                    .sealed(true);
-                let pool = SecretPool::with_options(opts).unwrap();
+                let pool = sealed_pool(backing);
                 let mut key = SecretBox::<[u8; 32]>::zeroed_in(&pool).unwrap();
                 if exclusive {
                     let mut g = key.expose_mut();
@@ -513,22 +471,16 @@ fn writing_a_sealed_secret_under_a_shared_exposure_faults() {
                 }
             })
         };
-        assert_eq!(run(true), Outcome::Exited(0), "{backing:?}");
+        assert_eq!(run(true), Ended::Exited(0), "{backing:?}");
         assert_eq!(run(false), SEGV, "{backing:?}");
-    }
+    });
 }
 
 #[test]
 fn going_over_rlimit_memlock_is_an_error() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         let out = in_child(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 64 * 1024,
-                rlim_max: 64 * 1024,
-            };
-            // SAFETY: a valid rlimit (lowering is always allowed).
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) }, 0);
+            child::set_rlimit(libc::RLIMIT_MEMLOCK, 64 * 1024).expect("lowering RLIMIT_MEMLOCK");
             assert_eq!(mapalloc::secret::memlock_limit(), Some(64 * 1024));
             let pool = SecretPool::with_backing(backing).unwrap();
             // One 1 MiB secret.
@@ -581,37 +533,21 @@ fn going_over_rlimit_memlock_is_an_error() {
             }
             0
         });
-        assert_eq!(out, Outcome::Exited(0), "{backing:?}");
-    }
+        assert_eq!(out, Ended::Exited(0), "{backing:?}");
+    });
 }
 
 #[test]
 fn an_mmap_failure_is_an_error() {
-    let _s = serial();
-    for backing in backings() {
+    for_each_backing(|backing| {
         let out = in_child(|| {
-            let unlimited = libc::rlimit {
-                rlim_cur: libc::RLIM_INFINITY,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // SAFETY: valid rlimits. Raising RLIMIT_MEMLOCK needs root
-            // (CAP_SYS_RESOURCE); without it, skip the check.
-            if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+            // Raising RLIMIT_MEMLOCK needs root (CAP_SYS_RESOURCE); without
+            // it, skip the check.
+            if child::set_rlimit(libc::RLIMIT_MEMLOCK, libc::RLIM_INFINITY).is_err() {
                 return 0;
             }
             let pool = SecretPool::with_backing(backing).unwrap();
-            let status = std::fs::read_to_string("/proc/self/status").unwrap();
-            let vm_kb: u64 = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmSize:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap();
-            let cap = libc::rlimit {
-                rlim_cur: vm_kb * 1024 + (64 << 20),
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // SAFETY: a valid rlimit.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &cap) }, 0);
+            child::limit_address_space();
             match SecretVec::<u8>::with_capacity_in(1 << 30, &pool) {
                 Err(SecretError::Map {
                     errno: libc::ENOMEM,
@@ -630,6 +566,6 @@ fn an_mmap_failure_is_an_error() {
             }
             0
         });
-        assert_eq!(out, Outcome::Exited(0), "{backing:?}");
-    }
+        assert_eq!(out, Ended::Exited(0), "{backing:?}");
+    });
 }

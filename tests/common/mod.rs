@@ -6,6 +6,9 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+pub mod child;
+pub mod stats;
+
 pub const KIB: usize = 1024;
 pub const MIB: usize = 1024 * 1024;
 
