@@ -43,7 +43,8 @@ fn mallinfo_self_check() {
     // SAFETY: plain malloc/free pair; the block is written before use and
     // freed exactly once.
     unsafe {
-        let p = libc::malloc(100 * KIB) as *mut u8;
+        // black_box: in a release build LLVM would elide the pair.
+        let p = std::hint::black_box(libc::malloc(100 * KIB) as *mut u8);
         assert!(!p.is_null());
         std::ptr::write_bytes(p, 1, 100 * KIB);
         let during = glibc_in_use();

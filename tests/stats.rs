@@ -6,65 +6,13 @@
 
 mod common;
 
+use common::stats::{LARGE, assert_calls_monotonic, assert_consistent};
 use common::{KIB, MIB, mib, serial};
-use mapalloc::Stats;
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::Arc;
 use std::thread;
 
 #[global_allocator]
 static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
-
-const SEGMENT: usize = 4 * MIB;
-/// Comfortably above every small/medium size class, so always a dedicated
-/// large mapping.
-const LARGE: usize = 2 * MIB + 123;
-
-/// Invariants that hold whenever no other thread is allocating.
-#[track_caller]
-fn assert_consistent(s: &Stats, when: &str) {
-    assert!(
-        s.mapped_bytes >= s.in_use_bytes,
-        "{when}: mapped_bytes < in_use_bytes: {s:?}"
-    );
-    assert_eq!(
-        s.in_use_bytes,
-        s.slab_bytes + s.large_bytes,
-        "{when}: in_use_bytes != slab_bytes + large_bytes: {s:?}"
-    );
-    assert!(
-        s.mapped_bytes >= s.segments * SEGMENT + s.large_bytes + s.large_cached_bytes,
-        "{when}: mapped_bytes does not cover segments + large + cached: {s:?}"
-    );
-    assert!(
-        s.large_bytes >= s.large_mappings * LARGE.min(4096),
-        "{when}: {s:?}"
-    );
-    assert!(
-        s.abandoned_segments <= s.segments,
-        "{when}: more abandoned segments than segments: {s:?}"
-    );
-}
-
-/// The `*_calls` counters never go down.
-#[track_caller]
-fn assert_calls_monotonic(a: &Stats, b: &Stats, when: &str) {
-    assert!(
-        b.mmap_calls >= a.mmap_calls,
-        "{when}: mmap_calls went down: {a:?} -> {b:?}"
-    );
-    assert!(
-        b.munmap_calls >= a.munmap_calls,
-        "{when}: munmap_calls went down: {a:?} -> {b:?}"
-    );
-    assert!(
-        b.mremap_calls >= a.mremap_calls,
-        "{when}: mremap_calls went down: {a:?} -> {b:?}"
-    );
-    assert!(
-        b.madvise_calls >= a.madvise_calls,
-        "{when}: madvise_calls went down: {a:?} -> {b:?}"
-    );
-}
 
 /// Only the large-mapping cache makes freed large blocks linger; it can be
 /// switched off through the environment.
@@ -310,80 +258,6 @@ fn collect_madvises_empty_pages() {
     );
     drop(keep);
     mapalloc::collect();
-}
-
-#[test]
-fn heaps_follow_live_threads_and_abandoned_segments_drain() {
-    let _g = serial();
-    mapalloc::collect();
-    const THREADS: usize = 8;
-    let s0 = mapalloc::stats();
-    let barrier = Arc::new(Barrier::new(THREADS + 1));
-    let (tx, rx) = mpsc::channel::<(usize, Vec<Box<[u8]>>)>();
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let barrier = Arc::clone(&barrier);
-            let tx = tx.clone();
-            thread::spawn(move || {
-                // Enough small blocks to need segments of this thread's own.
-                let blocks: Vec<Box<[u8]>> = (0..6_000)
-                    .map(|i| vec![(t + i) as u8; 700].into_boxed_slice())
-                    .collect();
-                barrier.wait(); // all threads alive and allocated
-                barrier.wait(); // main thread has looked at the stats
-                tx.send((t, blocks)).unwrap();
-            })
-        })
-        .collect();
-    drop(tx);
-    barrier.wait();
-    let s1 = mapalloc::stats();
-    assert!(
-        s1.heaps > THREADS,
-        "{} threads with live allocations but heaps = {}: {s1:?}",
-        THREADS + 1,
-        s1.heaps
-    );
-    barrier.wait();
-    for h in handles {
-        h.join().unwrap();
-    }
-    // The threads are gone; their blocks are still alive.
-    let survivors: Vec<(usize, Vec<Box<[u8]>>)> = rx.iter().collect();
-    assert_eq!(survivors.len(), THREADS);
-    let s2 = mapalloc::stats();
-    assert!(
-        s2.heaps + THREADS <= s1.heaps,
-        "heaps of exited threads still counted: {s1:?} -> {s2:?}"
-    );
-    assert!(
-        s2.heaps <= s0.heaps + 1,
-        "heaps did not fall back after threads exited: {s0:?} -> {s2:?}"
-    );
-    assert!(
-        s2.segments >= 1 && s2.slab_bytes >= THREADS * 6_000 * 700,
-        "{s2:?}"
-    );
-    assert_consistent(&s2, "threads exited, blocks live");
-    for (t, blocks) in &survivors {
-        let t = *t;
-        for (i, b) in blocks.iter().enumerate() {
-            assert!(b[0] == (t + i) as u8 && b[699] == (t + i) as u8);
-        }
-    }
-    drop(survivors);
-    mapalloc::collect();
-    let s3 = mapalloc::stats();
-    assert!(
-        s3.abandoned_segments <= s0.abandoned_segments,
-        "segments of exited threads remain abandoned after all their blocks were freed: {s0:?} -> {s3:?}"
-    );
-    assert!(
-        s3.slab_bytes <= s0.slab_bytes + MIB,
-        "slab memory of exited threads not released after all their blocks were freed: {s0:?} -> {s3:?}"
-    );
-    assert_consistent(&s3, "after freeing survivors");
-    assert_calls_monotonic(&s0, &s3, "thread test");
 }
 
 #[test]
