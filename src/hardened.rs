@@ -28,10 +28,10 @@
 use crate::heap::{self, Heap, Want};
 use crate::os::{self, OS_PAGE};
 use crate::page::Page;
-use crate::segment::{Kind, PAGE_SIZE, SEGMENT_SIZE, Segment, segment_of};
+use crate::segment::{Kind, PAGE_SHIFT, PAGE_SIZE, SEGMENT_SIZE, Segment, segment_of};
 use crate::size_class::{CLASSES, class_size};
 use crate::stats::{Counter, STATS};
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::{registry, thread};
 use core::ptr;
 use static_assertions::const_assert;
@@ -80,8 +80,17 @@ pub(crate) fn slab_span(class: usize) -> usize {
     }
 }
 
-fn bitmap(seg: *mut Segment, idx: usize) -> *mut u64 {
-    (seg as usize + BITMAP_OFFSET + idx * BITMAP_WORDS * 8) as *mut u64
+/// Page `idx`'s slot bitmap. Only the owner writes it; atomics (relaxed,
+/// plain moves on x86) because a remote free reads it to catch a double
+/// free early.
+fn bitmap(seg: *mut Segment, idx: usize) -> *const AtomicU64 {
+    (seg as usize + BITMAP_OFFSET + idx * BITMAP_WORDS * 8) as *const AtomicU64
+}
+
+/// Sets (`used`) or clears `bit` in `word`: the owner's write.
+fn set_bit(word: &AtomicU64, bit: u64, used: bool) {
+    let w = word.load(Ordering::Relaxed);
+    word.store(if used { w | bit } else { w & !bit }, Ordering::Relaxed);
 }
 
 fn guard_of(seg: *mut Segment, idx: usize, span: usize) -> *mut u8 {
@@ -110,7 +119,10 @@ pub(crate) unsafe fn init_slab(
         if !(*seg).take_zero(idx, span) {
             ptr::write_bytes(start, 0, span * PAGE_SIZE - OS_PAGE);
         }
-        ptr::write_bytes(bitmap(seg, idx), 0, BITMAP_WORDS);
+        for w in 0..BITMAP_WORDS {
+            (*bitmap(seg, idx).add(w)).store(0, Ordering::Relaxed);
+        }
+        (*cache_of(seg, idx)).len = 0;
         for i in 1..span {
             let d = Segment::page_ptr(seg, idx + i);
             *d = Page::EMPTY;
@@ -136,31 +148,147 @@ pub(crate) fn remove_guard(seg: *mut Segment, idx: usize, span: usize) -> bool {
     os::protect_rw(guard_of(seg, idx, span), OS_PAGE)
 }
 
-/// Allocates a block of `class`: a random free slot of the first page
-/// with one. Blocks are always zero (zeroed on free, or fresh).
+/// Free slots waiting to be handed out, per slab page, in the segment
+/// header after the descriptors: a random pick from up to 63 free slots
+/// gathered at once from the bitmap, so most allocations skip the bitmap
+/// scan. A cached slot keeps its bit clear: a free of it is still seen as
+/// the double free it is. Refilled only when empty, so a slot freed
+/// meanwhile (bit cleared) cannot be cached twice.
+#[repr(C)]
+struct SlotCache {
+    len: u16,
+    slots: [u16; 63],
+}
+
+const CACHE_OFFSET: usize = 16 << 10;
+const_assert!(core::mem::size_of::<Segment>() <= CACHE_OFFSET);
+const_assert!(CACHE_OFFSET + 64 * core::mem::size_of::<SlotCache>() <= BITMAP_OFFSET);
+
+fn cache_of(seg: *mut Segment, idx: usize) -> *mut SlotCache {
+    (seg as usize + CACHE_OFFSET + idx * core::mem::size_of::<SlotCache>()) as *mut SlotCache
+}
+
+/// Allocates a block of `class`: a random cached slot of the first page
+/// of its queue. Blocks are always zero (zeroed on free, or fresh).
 ///
 /// # Safety
 /// Exclusive use of the hardened `heap`.
+#[inline]
 pub(crate) unsafe fn alloc(heap: *mut Heap, class: usize) -> *mut u8 {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
-        let mut page = (*heap::queue(heap, class)).first;
-        if page.is_null() || (*page).used >= (*page).capacity || (*page).thread_free.has_nodes() {
-            page = find_page(heap, class);
-            if page.is_null() {
-                return ptr::null_mut();
+        let page = (*heap::queue(heap, class)).first;
+        if !page.is_null() {
+            let block = pop(heap, page);
+            if !block.is_null() {
+                return block;
             }
         }
+        alloc_refill(heap, class)
+    }
+}
+
+/// A block from a random slot of `page`'s cache; null if it is empty.
+#[inline(always)]
+unsafe fn pop(heap: *mut Heap, page: *mut Page) -> *mut u8 {
+    // SAFETY: owner-only page; its cache holds `len` free slots of it.
+    unsafe {
         let seg = segment_of_page(page);
-        let map = bitmap(seg, Segment::page_index(seg, page));
-        let slot = random_free_slot(heap, map, (*page).capacity as usize);
-        *map.add(slot / 64) |= 1 << (slot % 64);
+        let idx = Segment::page_index(seg, page);
+        let cache = cache_of(seg, idx);
+        let len = (*cache).len as usize;
+        if len == 0 {
+            return ptr::null_mut();
+        }
+        let pick = (((next_random(heap) >> 32) * len as u64) >> 32) as usize;
+        let slots = (&raw mut (*cache).slots).cast::<u16>();
+        let slot = *slots.add(pick) as usize;
+        *slots.add(pick) = *slots.add(len - 1);
+        (*cache).len = (len - 1) as u16;
+        hand_out(
+            page,
+            bitmap(seg, idx),
+            seg as usize + (idx << PAGE_SHIFT),
+            slot,
+        )
+    }
+}
+
+/// Marks `slot` used and returns its block, which must still be zero.
+///
+/// # Safety
+/// `slot` is a free slot of `page`, whose bitmap is `map` and slab `start`.
+#[inline(always)]
+unsafe fn hand_out(page: *mut Page, map: *const AtomicU64, start: usize, slot: usize) -> *mut u8 {
+    // SAFETY: owner-only bitmap and counters of a live page; the block
+    // lies in the slab.
+    unsafe {
+        set_bit(&*map.add(slot / 64), 1 << (slot % 64), true);
         (*page).used += 1;
-        let block = crate::segment::slab_start(page).add(slot * (*page).block_size as usize);
+        let block = (start + slot * (*page).block_size as usize) as *mut u8;
         if block.cast::<u64>().read() != 0 {
             die(b"write after free", block as usize);
         }
         block
+    }
+}
+
+/// The first page's cache is empty: refill it, or find another page.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_refill(heap: *mut Heap, class: usize) -> *mut u8 {
+    // SAFETY: exclusive use of `heap` and its pages.
+    unsafe {
+        let mut page = (*heap::queue(heap, class)).first;
+        if page.is_null() || !refill(heap, page) {
+            page = find_page(heap, class);
+            if page.is_null() || !refill(heap, page) {
+                return ptr::null_mut();
+            }
+        }
+        pop(heap, page)
+    }
+}
+
+/// Gathers up to 63 free slots of `page` into its (empty) cache, from a
+/// random word of the bitmap on; false if the page has none.
+unsafe fn refill(heap: *mut Heap, page: *mut Page) -> bool {
+    // SAFETY: owner-only page; its bitmap has `capacity.div_ceil(64)` words.
+    unsafe {
+        collect_remote(page);
+        let capacity = (*page).capacity as usize;
+        if (*page).used as usize >= capacity {
+            return false;
+        }
+        let seg = segment_of_page(page);
+        let idx = Segment::page_index(seg, page);
+        let (map, cache) = (bitmap(seg, idx), cache_of(seg, idx));
+        let slots = (&raw mut (*cache).slots).cast::<u16>();
+        let words = capacity.div_ceil(64);
+        let mut w = (((next_random(heap) & 0xffff_ffff) * words as u64) >> 32) as usize;
+        let mut len = 0;
+        for _ in 0..words {
+            let valid = if (w + 1) * 64 <= capacity {
+                u64::MAX
+            } else {
+                (1u64 << (capacity % 64)) - 1
+            };
+            let mut free = !(*map.add(w)).load(Ordering::Relaxed) & valid;
+            while free != 0 && len < 63 {
+                *slots.add(len) = (w * 64 + free.trailing_zeros() as usize) as u16;
+                free &= free - 1;
+                len += 1;
+            }
+            if len == 63 {
+                break;
+            }
+            w = if w + 1 == words { 0 } else { w + 1 };
+        }
+        if len == 0 {
+            die(b"corrupted slot bitmap", map as usize);
+        }
+        (*cache).len = len as u16;
+        true
     }
 }
 
@@ -213,56 +341,96 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
 }
 
 /// Takes the blocks other threads freed into `page` (already validated and
-/// zeroed by them, their first word holding the list link).
+/// zeroed by them, their first word holding the sealed list link).
 ///
 /// # Safety
 /// Owner only.
 pub(crate) unsafe fn collect_remote(page: *mut Page) {
-    // SAFETY: owner-only; the taken chain is ours.
+    // SAFETY: owner-only; the taken chain is ours, and each link is
+    // validated before it is followed.
     unsafe {
         if !(*page).thread_free.has_nodes() {
             return;
         }
-        let mut block = (*page).thread_free.take_all::<crate::page::Block>();
+        let seg = segment_of_page(page);
+        let mut block = (*page).thread_free.take_all::<Sealed>().cast::<u8>();
         while !block.is_null() {
-            let next = (*block).next;
-            take_back(page, block.cast());
+            let next = next_link(seg, block, page);
+            take_back(page, block);
             block = next;
         }
     }
 }
 
-/// Picks a random clear bit among the first `capacity` of `map`: a
-/// random word to start from, a random rotation within the first word
-/// that has a clear bit. No division: the start is a multiply-shift.
-unsafe fn random_free_slot(heap: *mut Heap, map: *mut u64, capacity: usize) -> usize {
-    // SAFETY: `map` has `capacity.div_ceil(64)` words; the caller checked
-    // that a slot is free.
-    unsafe {
-        let r = next_random(heap);
-        let words = capacity.div_ceil(64);
-        let mut w = (((r & 0xffff_ffff) * words as u64) >> 32) as usize;
-        for _ in 0..words {
-            let valid = if (w + 1) * 64 <= capacity {
-                u64::MAX
-            } else {
-                (1u64 << (capacity % 64)) - 1
-            };
-            let free = !*map.add(w) & valid;
-            if free != 0 {
-                let rot = (r >> 58) as u32;
-                let bit = (free.rotate_right(rot).trailing_zeros() + rot) % 64;
-                return w * 64 + bit as usize;
-            }
-            w += 1;
-            if w == words {
-                w = 0;
-            }
-        }
-        die(b"corrupted slot bitmap", map as usize)
+/// A freed block on a remote or delayed list. Its link is sealed: stored
+/// XORed with a process secret and the block's own address, so a link
+/// forged or overwritten through a dangling pointer unseals to a wild
+/// address, which `next_link` catches before it is followed.
+#[repr(C)]
+pub(crate) struct Sealed {
+    link: usize,
+}
+
+impl crate::lockfree::Link for Sealed {
+    unsafe fn set_next(node: *mut Self, next: *mut Self) {
+        // SAFETY: the caller owns `node`.
+        unsafe { (*node).link = seal(node as usize, next as usize) }
     }
 }
 
+static LINK_KEY: AtomicU64 = AtomicU64::new(0);
+
+/// The process's link secret, drawn from getrandom on first use (the
+/// compare-exchange makes every thread agree on one).
+fn link_key() -> usize {
+    let k = LINK_KEY.load(Ordering::Relaxed);
+    if k != 0 {
+        return k as usize;
+    }
+    let fresh = os::random_u64() | 1;
+    match LINK_KEY.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => fresh as usize,
+        Err(won) => won as usize,
+    }
+}
+
+/// Seals (or unseals: it is its own inverse) the link stored at `at`.
+fn seal(at: usize, link: usize) -> usize {
+    link ^ link_key() ^ at.rotate_left(29)
+}
+
+/// The next block after `block` on a list of `seg`'s blocks, checked to
+/// be a slot of `page` (or, with `page` null, of any slab of `seg`).
+///
+/// # Safety
+/// `block` is a listed block of `seg`, owned by the caller.
+unsafe fn next_link(seg: *mut Segment, block: *mut u8, page: *mut Page) -> *mut u8 {
+    // SAFETY: the caller owns `block`; `next` is read only once it is
+    // known to be a slot of `seg`.
+    unsafe {
+        let next = seal(block as usize, block.cast::<Sealed>().read().link);
+        if next == 0 {
+            return ptr::null_mut();
+        }
+        let ok = next & !(SEGMENT_SIZE - 1) == seg as usize
+            && Slot::find(seg, next as *mut u8).is_some_and(|s| page.is_null() || s.page == page);
+        if !ok {
+            die(b"corrupted free-list link", block as usize);
+        }
+        ptr::with_exposed_provenance_mut(next)
+    }
+}
+
+/// The next block of a segment's delayed list (see `next_link`).
+///
+/// # Safety
+/// As `next_link`.
+pub(crate) unsafe fn delayed_next(seg: *mut Segment, block: *mut u8) -> *mut u8 {
+    // SAFETY: forwarded.
+    unsafe { next_link(seg, block, ptr::null_mut()) }
+}
+
+#[inline(always)]
 unsafe fn next_random(heap: *mut Heap) -> u64 {
     // SAFETY: our own heap. xorshift64*: fast, and seeded from getrandom.
     unsafe {
@@ -284,34 +452,102 @@ pub(crate) fn seed(heap: *mut Heap) {
     }
 }
 
-/// The slot index of `p` in `page`, or None if `p` is not exactly the
-/// start of one of its slots.
-fn slot_of(page: *mut Page, p: *mut u8) -> Option<usize> {
-    // SAFETY: `page` is a descriptor in a registered segment's header.
-    let (class, size, cap) = unsafe {
-        (
-            (*page).class as usize,
-            (*page).block_size as usize,
-            (*page).capacity as usize,
-        )
-    };
-    if class >= CLASSES {
-        return None;
-    }
-    let start = crate::segment::slab_start(page) as usize;
-    let off = (p as usize).checked_sub(start)?;
-    let slot = ((off as u64 * RECIPROCAL[class]) >> 40) as usize;
-    (slot * size == off && slot < cap).then_some(slot)
+/// Where a small block lives: its slab's head descriptor and index, and
+/// its slot.
+struct Slot {
+    page: *mut Page,
+    idx: usize,
+    slot: usize,
 }
 
-/// Validates `p` and returns its segment and page, or aborts.
-fn check_small(seg: *mut Segment, p: *mut u8) -> (*mut Page, usize) {
-    // SAFETY: the caller checked that `seg` is a registered small segment,
-    // so its header (and every descriptor) is mapped.
-    let page = unsafe { Segment::page_of(seg, p) };
-    match slot_of(page, p) {
-        Some(slot) => (page, slot),
-        None => die(b"invalid free", p as usize),
+impl Slot {
+    /// Locates `p` in `seg`, or None if `p` is not exactly the start of a
+    /// slot of a slab.
+    ///
+    /// # Safety
+    /// `seg` is a registered small segment (its header is mapped) and `p`
+    /// lies in it.
+    #[inline(always)]
+    unsafe fn find(seg: *mut Segment, p: *mut u8) -> Option<Slot> {
+        // SAFETY: the descriptors are in the mapped header; a head delta
+        // never points before page 1.
+        let (page, idx) = unsafe {
+            let at = (p as usize - seg as usize) >> PAGE_SHIFT;
+            let delta = (*Segment::page_ptr(seg, at)).head_delta as usize;
+            (Segment::page_ptr(seg, at - delta), at - delta)
+        };
+        // SAFETY: as above.
+        let (class, size, cap) = unsafe {
+            (
+                (*page).class as usize,
+                (*page).block_size as usize,
+                (*page).capacity as usize,
+            )
+        };
+        if class >= CLASSES {
+            return None;
+        }
+        let off = p as usize - (seg as usize + (idx << PAGE_SHIFT));
+        let slot = ((off as u64 * RECIPROCAL[class]) >> 40) as usize;
+        (slot * size == off && slot < cap).then_some(Slot { page, idx, slot })
+    }
+
+    /// Validates `p` (in registered small segment `seg`), or aborts.
+    #[inline(always)]
+    fn of(seg: *mut Segment, p: *mut u8) -> Slot {
+        // SAFETY: the caller checked `seg`; `p` masks to it.
+        match unsafe { Slot::find(seg, p) } {
+            Some(s) => s,
+            None => die(b"invalid free", p as usize),
+        }
+    }
+
+    /// The bitmap word holding this slot's bit, and the bit.
+    fn bit(&self) -> (&AtomicU64, u64) {
+        let seg = segment_of_page(self.page);
+        // SAFETY: inside the bitmap of page `idx`.
+        let word = unsafe { &*bitmap(seg, self.idx).add(self.slot / 64) };
+        (word, 1 << (self.slot % 64))
+    }
+
+    /// Clears the slot's bit, or aborts if it is already clear.
+    ///
+    /// # Safety
+    /// Owner only.
+    #[inline(always)]
+    unsafe fn release(&self, p: *mut u8) {
+        let (word, bit) = self.bit();
+        // SAFETY: owner-only bitmap and counters of a live page.
+        unsafe {
+            if word.load(Ordering::Relaxed) & bit == 0 {
+                die(b"double free", p as usize);
+            }
+            set_bit(word, bit, false);
+            (*self.page).used -= 1;
+        }
+    }
+}
+
+/// Zeroes the `size` bytes of block `p` (a multiple of 16, 16-aligned),
+/// inline for the small sizes that dominate.
+///
+/// # Safety
+/// `p` is a block of `size` bytes.
+#[inline(always)]
+unsafe fn zero_block(p: *mut u8, size: usize) {
+    // SAFETY: every store lies inside the block; 16-byte aligned.
+    unsafe {
+        if size <= 64 {
+            let q = p.cast::<u128>();
+            q.write(0);
+            q.byte_add(size - 16).write(0);
+            if size > 32 {
+                q.add(1).write(0);
+                q.byte_add(size - 32).write(0);
+            }
+        } else {
+            ptr::write_bytes(p, 0, size);
+        }
     }
 }
 
@@ -330,31 +566,59 @@ pub(crate) unsafe fn free(p: *mut u8) {
     // SAFETY: registered, so `seg` heads a live segment or large mapping.
     unsafe {
         if (*seg).header.kind == Kind::Large {
-            if !crate::large::is_block(seg.cast(), p) {
-                die(b"invalid free", p as usize);
-            }
-            crate::large::free(seg.cast());
-            return;
+            return free_large(seg, p);
         }
-        let (page, slot) = check_small(seg, p);
+        let slot = Slot::of(seg, p);
         let heap = thread::current_heap();
-        let mut owner = (*seg).header.owner.load(Ordering::Relaxed);
-        if owner.is_null() && !thread::is_sentinel(heap) {
-            heap::reclaim_abandoned(heap, Want::This(seg));
-            owner = (*seg).header.owner.load(Ordering::Relaxed);
+        let owner = (*seg).header.owner.load(Ordering::Relaxed);
+        if owner != heap {
+            return free_remote(seg, slot, p, heap);
         }
-        let word = bitmap(seg, Segment::page_index(seg, page)).add(slot / 64);
-        let bit = 1u64 << (slot % 64);
-        if *word & bit == 0 {
+        slot.release(p);
+        zero_block(p, (*slot.page).block_size as usize);
+        after_local_free(heap, slot.page);
+    }
+}
+
+/// Frees large block `p` after checking it is one.
+#[cold]
+#[inline(never)]
+unsafe fn free_large(seg: *mut Segment, p: *mut u8) {
+    // SAFETY: `seg` is a registered large mapping's header; once `p` is
+    // known to be its block, it is ours to free.
+    unsafe {
+        if !crate::large::is_block(seg.cast(), p) {
+            die(b"invalid free", p as usize);
+        }
+        crate::large::free(seg.cast())
+    }
+}
+
+/// A free into a segment this thread does not own (or that is abandoned).
+#[cold]
+#[inline(never)]
+unsafe fn free_remote(seg: *mut Segment, slot: Slot, p: *mut u8, heap: *mut Heap) {
+    // SAFETY: `slot` was validated in registered segment `seg`.
+    unsafe {
+        if (*seg).header.owner.load(Ordering::Relaxed).is_null() && !thread::is_sentinel(heap) {
+            heap::reclaim_abandoned(heap, Want::This(seg));
+            if (*seg).header.owner.load(Ordering::Relaxed) == heap {
+                slot.release(p);
+                zero_block(p, (*slot.page).block_size as usize);
+                return after_local_free(heap, slot.page);
+            }
+        }
+        // The owner's bitmap is not ours to write: catch what a racy read
+        // can (a second free of a block still marked free), and leave the
+        // exact check to the owner when it takes the block back.
+        let (word, bit) = slot.bit();
+        if word.load(Ordering::Relaxed) & bit == 0 {
             die(b"double free", p as usize);
         }
-        ptr::write_bytes(p, 0, (*page).block_size as usize);
-        if owner == heap {
-            *word &= !bit;
-            (*page).used -= 1;
-            after_local_free(heap, page);
-        } else if (*page).push_thread_free(p.cast()) == crate::lockfree::Pushed::NotifyOwner {
-            (*seg).push_delayed(p.cast());
+        zero_block(p, (*slot.page).block_size as usize);
+        let block = p.cast::<Sealed>();
+        if (*slot.page).thread_free.push(block) == crate::lockfree::Pushed::NotifyOwner {
+            (*seg).delayed_free.push(block);
         }
     }
 }
@@ -378,31 +642,30 @@ pub(crate) unsafe fn free_local(heap: *mut Heap, page: *mut Page, p: *mut u8) {
 /// # Safety
 /// Owner only; `p` is a block of `page` taken from a remote or delayed list.
 pub(crate) unsafe fn take_back(page: *mut Page, p: *mut u8) {
-    // SAFETY: the block is ours again.
+    // SAFETY: the block is ours again; it was validated when freed.
     unsafe {
         p.cast::<u64>().write(0);
-        release_slot(page, p);
-    }
-}
-
-/// Clears `p`'s slot bit (the owner's side of every free).
-unsafe fn release_slot(page: *mut Page, p: *mut u8) {
-    let seg = segment_of_page(page);
-    let Some(slot) = slot_of(page, p) else {
-        die(b"invalid free", p as usize)
-    };
-    // SAFETY: owner-only bitmap and counters of a live page.
-    unsafe {
-        let word = bitmap(seg, Segment::page_index(seg, page)).add(slot / 64);
-        if *word & (1 << (slot % 64)) == 0 {
-            die(b"double free", p as usize);
+        match Slot::find(segment_of_page(page), p) {
+            Some(slot) => slot.release(p),
+            None => die(b"invalid free", p as usize),
         }
-        *word &= !(1 << (slot % 64));
-        (*page).used -= 1;
     }
 }
 
+#[inline(always)]
 unsafe fn after_local_free(heap: *mut Heap, page: *mut Page) {
+    // SAFETY: owner-only page of our heap.
+    unsafe {
+        if (*page).in_full || (*page).used == 0 {
+            page_changed(heap, page);
+        }
+    }
+}
+
+/// A local free emptied `page` or freed into a parked-full one.
+#[cold]
+#[inline(never)]
+unsafe fn page_changed(heap: *mut Heap, page: *mut Page) {
     // SAFETY: owner-only page of our heap.
     unsafe {
         if (*page).in_full {
@@ -433,8 +696,9 @@ pub(crate) fn check_live(p: *mut u8) {
             }
             return;
         }
-        let (page, slot) = check_small(seg, p);
-        if *bitmap(seg, Segment::page_index(seg, page)).add(slot / 64) & (1 << (slot % 64)) == 0 {
+        let slot = Slot::of(seg, p);
+        let (word, bit) = slot.bit();
+        if word.load(Ordering::Relaxed) & bit == 0 {
             die(b"use after free", p as usize);
         }
     }

@@ -622,7 +622,11 @@ pub(crate) unsafe fn drain_delayed(heap: *mut Heap) -> bool {
             let next_seg = (*seg).heap_next;
             let mut block = (*seg).take_delayed();
             while !block.is_null() {
-                let next = (*block).next;
+                let next = if (*heap).hardened {
+                    crate::hardened::delayed_next(seg, block.cast()).cast()
+                } else {
+                    (*block).next
+                };
                 let page = Segment::page_of(seg, block.cast());
                 revived |= (*page).in_full;
                 free_owned(heap, page, block);

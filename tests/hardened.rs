@@ -6,6 +6,11 @@ use std::alloc::{GlobalAlloc, Layout};
 #[global_allocator]
 static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::hardened();
 
+mod common;
+
+use common::child::{Ended, in_child_with_stderr};
+use std::time::Duration;
+
 /// How a child ended.
 #[derive(Debug)]
 struct Death {
@@ -15,43 +20,16 @@ struct Death {
 
 /// Runs `body` in a forked child with stderr captured.
 fn in_child(body: impl FnOnce()) -> Death {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid out-array of two ints.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child only runs `body` and leaves with `_exit`.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        // SAFETY: plain fd juggling in the child.
-        unsafe {
-            libc::dup2(fds[1], 2);
-            libc::close(fds[0]);
-        }
+    let out = in_child_with_stderr("hardened misuse", Duration::from_secs(60), || {
         body();
-        // SAFETY: leave the child without running the harness.
-        unsafe { libc::_exit(0) };
-    }
-    // SAFETY: closing our copy of the write end.
-    unsafe { libc::close(fds[1]) };
-    let mut out = Vec::new();
-    let mut buf = [0u8; 512];
-    loop {
-        // SAFETY: reading into a valid buffer.
-        let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n as usize]);
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe {
-        libc::close(fds[0]);
-        libc::waitpid(pid, &mut status, 0);
-    }
+        0
+    });
     Death {
-        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
-        stderr: String::from_utf8_lossy(&out).into_owned(),
+        signal: match out.ended {
+            Ended::Signaled(sig) => Some(sig),
+            Ended::Exited(_) => None,
+        },
+        stderr: out.stderr,
     }
 }
 
@@ -159,6 +137,42 @@ fn write_after_free_is_detected_when_the_slot_is_reused() {
         d.stderr.starts_with("mapalloc: write after free of 0x"),
         "{d:?}"
     );
+}
+
+#[test]
+fn corrupted_remote_free_link_is_detected() {
+    // A class the test harness does not use, so nothing collects the
+    // remote frees before the child does.
+    let l = layout(3000);
+    // SAFETY: plain allocations; another thread frees them (remote frees
+    // onto this thread's page, linked through their first words).
+    let (a, b) = unsafe { (GLOBAL.alloc(l) as usize, GLOBAL.alloc(l) as usize) };
+    std::thread::spawn(move || {
+        // SAFETY: each block freed once, by another thread.
+        unsafe {
+            GLOBAL.dealloc(a as *mut u8, l);
+            GLOBAL.dealloc(b as *mut u8, l);
+        }
+    })
+    .join()
+    .unwrap();
+    // SAFETY: a live block of the same page: an unsealed link to it would
+    // pass every address check and hand it out twice.
+    let live = unsafe { GLOBAL.alloc(l) } as u64;
+    for forged in [0x4141_4141_4141_4141, live] {
+        let d = in_child(|| {
+            // SAFETY: deliberately overwriting the list link in freed block
+            // `b` (the list's head), then allocating until the owner
+            // collects the list.
+            unsafe {
+                (b as *mut u64).write(forged);
+                for _ in 0..1000 {
+                    GLOBAL.alloc(l);
+                }
+            }
+        });
+        assert_aborted_with(&d, "corrupted free-list link", b);
+    }
 }
 
 #[test]
