@@ -67,6 +67,14 @@ impl TakeAllStack {
 /// hear about the next remote free.
 const NOTIFY_OWNER: usize = 1;
 
+/// The top 16 bits of a `RemoteFreeList` count its nodes, so the owner
+/// learns how many blocks came back without walking the chain (each link
+/// is a cache miss on a line another core wrote). Nodes live below 2^47
+/// (the registry refuses segments above), and a page holds at most 4096
+/// blocks, so neither part can spill into the other.
+const COUNT_SHIFT: usize = 48;
+const NODE_BITS: usize = ((1 << COUNT_SHIFT) - 1) & !NOTIFY_OWNER;
+
 /// What `RemoteFreeList::push` did with the node.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Pushed {
@@ -78,7 +86,8 @@ pub(crate) enum Pushed {
 }
 
 /// A page's `thread_free`: a `TakeAllStack` plus the owner's
-/// `NOTIFY_OWNER` flag in the low bit (nodes are at least 2-aligned).
+/// `NOTIFY_OWNER` flag in the low bit (nodes are at least 2-aligned) and
+/// the node count in the top bits.
 ///
 /// Invariant: the flag is set only while the pointer part is null (the
 /// owner sets it with a CAS from 0), and exactly one party clears it: the
@@ -119,10 +128,11 @@ impl RemoteFreeList {
                 continue;
             }
             // SAFETY: `node` is ours until the CAS publishes it.
-            unsafe { T::set_next(node, old as *mut T) };
+            unsafe { T::set_next(node, (old & NODE_BITS) as *mut T) };
+            let count = (old >> COUNT_SHIFT) + 1;
             match self.word.compare_exchange_weak(
                 old,
-                node as usize,
+                node as usize | count << COUNT_SHIFT,
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
@@ -139,7 +149,13 @@ impl RemoteFreeList {
 
     /// Takes every node and clears the flag. Owner only.
     pub(crate) fn take_all<T: Link>(&self) -> *mut T {
-        (self.word.swap(0, Ordering::Acquire) & !NOTIFY_OWNER) as *mut T
+        self.take_all_counted().0
+    }
+
+    /// Takes every node, and says how many, and clears the flag. Owner only.
+    pub(crate) fn take_all_counted<T: Link>(&self) -> (*mut T, u32) {
+        let word = self.word.swap(0, Ordering::Acquire);
+        ((word & NODE_BITS) as *mut T, (word >> COUNT_SHIFT) as u32)
     }
 
     /// Parks an empty list: the next push reports `NotifyOwner`. Fails if
@@ -323,7 +339,9 @@ mod models {
             // The owner meanwhile may take its page back itself.
             list.unpark();
             let notified: Vec<usize> = pushers.into_iter().map(|p| p.join().unwrap()).collect();
-            let taken = drain(list.take_all());
+            let (head, count) = list.take_all_counted();
+            let taken = drain(head);
+            assert_eq!(count, taken.count_ones(), "count disagrees with the chain");
             let notified_bits = notified.iter().fold(0, |a, b| a | b);
             assert!(
                 notified.iter().filter(|&&b| b != 0).count() <= 1,

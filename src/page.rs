@@ -165,20 +165,21 @@ impl Page {
     /// # Safety
     /// Owner only (or the thread abandoning or reclaiming the segment).
     pub(crate) unsafe fn collect_thread_free(&mut self) {
-        let head = self.thread_free.take_all::<Block>();
+        let (head, count) = self.thread_free.take_all_counted::<Block>();
         if head.is_null() {
             return;
         }
-        let mut tail = head;
-        let mut count = 1u32;
-        // SAFETY: the Acquire swap made every pushed block and its link
-        // visible; remote frees only push blocks of this page.
-        unsafe {
-            while !(*tail).next.is_null() {
-                tail = (*tail).next;
-                count += 1;
+        if !self.free.is_null() {
+            // Rare (abandon and reclaim): append `free` to the chain.
+            let mut tail = head;
+            // SAFETY: the Acquire swap made every pushed block and its link
+            // visible; remote frees only push blocks of this page.
+            unsafe {
+                while !(*tail).next.is_null() {
+                    tail = (*tail).next;
+                }
+                (*tail).next = self.free;
             }
-            (*tail).next = self.free;
         }
         self.free = head;
         self.free_is_zero = false;
