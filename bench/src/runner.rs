@@ -23,6 +23,10 @@ pub const QUICK_DIVISOR: u64 = 20;
 /// Where the CSV and text report go (`bench/results`).
 pub const RESULTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/results");
 
+/// Overrides [`RESULTS_DIR`]: that path is fixed at compile time, so a
+/// binary copied to another machine (`bench/device/`) writes elsewhere.
+pub const RESULTS_ENV: &str = "MAPALLOC_BENCH_RESULTS";
+
 /// Entry point of the benchmark binary, whose global allocator must be
 /// [`crate::Switch`]. `reproduce` is the command that runs it.
 pub fn main(reproduce: &str) {
@@ -193,8 +197,9 @@ fn parent(reproduce_base: &str) {
     let report = render(&rows, &allocs, &reproduce, quick, load);
     print!("{report}");
     if !quick {
-        let dir = std::path::Path::new(RESULTS_DIR);
-        let written = std::fs::create_dir_all(dir)
+        let dir = std::env::var_os(RESULTS_ENV)
+            .map_or_else(|| std::path::PathBuf::from(RESULTS_DIR), Into::into);
+        let written = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join("peers.csv"), csv(&rows)))
             .and_then(|()| std::fs::write(dir.join("peers.txt"), &report));
         match written {
