@@ -656,7 +656,11 @@ pub(crate) unsafe fn take_back(page: *mut Page, p: *mut u8) {
 unsafe fn after_local_free(heap: *mut Heap, page: *mut Page) {
     // SAFETY: owner-only page of our heap.
     unsafe {
-        if (*page).in_full || (*page).used == 0 {
+        // An emptied first page of its class stays (see `page_changed`):
+        // alloc/free of one block empties it every time.
+        if (*page).in_full
+            || ((*page).used == 0 && (*heap::queue(heap, (*page).class as usize)).first != page)
+        {
             page_changed(heap, page);
         }
     }
