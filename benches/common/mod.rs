@@ -20,15 +20,16 @@
 //! This file is included by the example with
 //! `#[path = "../benches/common/mod.rs"] mod common;`, so not every item is
 //! used by both targets.
+//!
+//! What does not depend on the allocator lives in the files beside this one
+//! (`measure`, `rss`, `child`, `table`, `fmt`, `rng`), which the `bench/`
+//! peer suite includes too; this file cannot be, as it owns the allocator.
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ffi::CStr;
 use std::fmt::Write as _;
-use std::io::Read as _;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Instant;
 
 use mapalloc::MapAlloc;
 
@@ -245,64 +246,11 @@ pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
 // Measurement (child side)
 // ---------------------------------------------------------------------------
 
-/// What one run of a workload reports: how many operations it did and a
-/// checksum of its results (must be identical across runs and allocators).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub ops: u64,
-    pub checksum: u64,
-}
+mod measure;
+pub use measure::{Outcome, Times, measure, median};
 
-/// Runs `f` `reps` times and returns each run's wall time in nanoseconds and
-/// the (identical) outcome. Panics if runs disagree.
-pub fn measure(reps: usize, mut f: impl FnMut() -> Outcome) -> (Vec<u64>, Outcome) {
-    let mut times = Vec::with_capacity(reps);
-    let mut first: Option<Outcome> = None;
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        let out = std::hint::black_box(f());
-        times.push(t.elapsed().as_nanos() as u64);
-        match first {
-            None => first = Some(out),
-            Some(o) => assert_eq!(o, out, "workload is not deterministic across runs"),
-        }
-    }
-    (times, first.expect("at least one run"))
-}
-
-/// Resident set size of this process, in KiB, from `/proc/self/status`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Rss {
-    /// `VmHWM`: peak resident set size since the process started.
-    pub peak_kib: u64,
-    /// `VmRSS`: current resident set size.
-    pub current_kib: u64,
-}
-
-/// Reads `VmHWM` and `VmRSS` via a stack buffer (no heap allocation).
-pub fn read_rss() -> Rss {
-    let mut buf = [0u8; 8192];
-    let mut len = 0;
-    if let Ok(mut f) = std::fs::File::open("/proc/self/status") {
-        while len < buf.len() {
-            match f.read(&mut buf[len..]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => len += n,
-            }
-        }
-    }
-    let text = std::str::from_utf8(&buf[..len]).unwrap_or("");
-    let field = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    Rss {
-        peak_kib: field("VmHWM:"),
-        current_kib: field("VmRSS:"),
-    }
-}
+mod rss;
+pub use rss::read_rss;
 
 /// Hands cached free memory back to the OS: `mapalloc::collect()` on
 /// MapAlloc, `malloc_trim(0)` on glibc.
@@ -336,7 +284,7 @@ pub struct Measurement {
 impl Measurement {
     /// Call once the workload has freed everything: reads the peak and
     /// current RSS, then calls [`release_memory`] and reads the RSS again.
-    pub fn finish(workload: &str, times_ns: Vec<u64>, out: Outcome) -> Self {
+    pub fn finish(workload: &str, times: Times, out: Outcome) -> Self {
         let end = read_rss();
         release_memory();
         let trimmed = read_rss();
@@ -345,7 +293,7 @@ impl Measurement {
             alloc: active().env_value().to_string(),
             ops: out.ops,
             checksum: out.checksum,
-            times_ns,
+            times_ns: times.wall_ns,
             peak_rss_kib: end.peak_kib,
             end_rss_kib: end.current_kib,
             trimmed_rss_kib: trimmed.current_kib,
@@ -389,13 +337,7 @@ impl Measurement {
                 "checksum" => {
                     m.checksum = u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()?
                 }
-                "times_ns" => {
-                    m.times_ns = v
-                        .split(',')
-                        .map(str::parse)
-                        .collect::<Result<_, _>>()
-                        .ok()?;
-                }
+                "times_ns" => m.times_ns = child::parse_list(v)?,
                 "peak_rss_kib" => m.peak_rss_kib = v.parse().ok()?,
                 "end_rss_kib" => m.end_rss_kib = v.parse().ok()?,
                 "trimmed_rss_kib" => m.trimmed_rss_kib = v.parse().ok()?,
@@ -407,14 +349,7 @@ impl Measurement {
 
     /// Median wall time in nanoseconds (runs are odd in number by default).
     pub fn median_ns(&self) -> u64 {
-        let mut t = self.times_ns.clone();
-        t.sort_unstable();
-        let n = t.len();
-        if n % 2 == 1 {
-            t[n / 2]
-        } else {
-            (t[n / 2 - 1] + t[n / 2]) / 2
-        }
+        median(&self.times_ns)
     }
 
     /// Fastest wall time in nanoseconds.
@@ -432,60 +367,15 @@ impl Measurement {
 // Running children (parent side)
 // ---------------------------------------------------------------------------
 
-/// Everything a child printed: its `RESULT` and any other tagged lines
-/// (`TAG rest of line`).
-pub struct ChildOutput {
-    pub result: Measurement,
-    pub lines: Vec<String>,
-}
+mod child;
 
-impl ChildOutput {
-    /// The lines tagged `tag`, with the tag and one space removed.
-    pub fn tagged<'a>(&'a self, tag: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.lines.iter().filter_map(move |l| {
-            let rest = l.strip_prefix(tag)?;
-            if rest.is_empty() {
-                Some(rest)
-            } else {
-                rest.strip_prefix(' ')
-            }
-        })
-    }
-}
+/// What [`run_child`] returns.
+pub type ChildOutput = child::ChildOutput<Measurement>;
 
 /// Re-executes this binary with [`ENV_VAR`]`=alloc` and `args`, waits for it
 /// and parses its output. The child's stderr goes straight to ours.
 pub fn run_child(alloc: Alloc, args: &[&str]) -> Result<ChildOutput, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let out = Command::new(&exe)
-        .env(ENV_VAR, alloc.env_value())
-        .args(args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("spawning {}: {e}", exe.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "child `{ENV_VAR}={} {} {}` failed ({}); stdout:\n{stdout}",
-            alloc.env_value(),
-            exe.display(),
-            args.join(" "),
-            out.status
-        ));
-    }
-    let mut result = None;
-    let mut lines = Vec::new();
-    for line in stdout.lines() {
-        if line.starts_with("RESULT ") {
-            result = Measurement::parse(line);
-        } else {
-            lines.push(line.to_string());
-        }
-    }
-    let result =
-        result.ok_or_else(|| format!("child printed no valid RESULT line; stdout:\n{stdout}"))?;
-    Ok(ChildOutput { result, lines })
+    child::run((ENV_VAR, alloc.env_value()), &[], args, Measurement::parse)
 }
 
 // ---------------------------------------------------------------------------
@@ -510,36 +400,12 @@ pub fn fmt_ratio(mapalloc_ns: u64, system_ns: u64) -> String {
     }
 }
 
-/// Prints a table: first column left-aligned, the others right-aligned.
+mod table;
+pub use table::table;
+
+/// Prints a [`table`].
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let cols = headers.len();
-    let mut width: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let render = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut line = String::new();
-        for (i, cell) in cells.take(cols).enumerate() {
-            let pad = width[i].saturating_sub(cell.chars().count());
-            if i == 0 {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
-            } else {
-                line.push_str("  ");
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            }
-        }
-        println!("{}", line.trim_end());
-    };
-    render(&mut headers.iter().copied());
-    let total: usize = width.iter().sum::<usize>() + 2 * (cols - 1);
-    println!("{}", "-".repeat(total));
-    for row in rows {
-        render(&mut row.iter().map(String::as_str));
-    }
+    print!("{}", table(headers, rows));
 }
 
 /// A compact, multi-line rendering of [`mapalloc::Stats`].
