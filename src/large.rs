@@ -75,7 +75,10 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
     match base {
         // Fresh anonymous memory is already zero: no memset for Zero::Yes.
         // SAFETY: a fresh mapping of `len` bytes.
-        Some(base) => unsafe { finish(base.as_ptr(), len, offset) },
+        Some(base) => unsafe {
+            os::advise_huge(base.as_ptr(), len);
+            finish(base.as_ptr(), len, offset)
+        },
         None => ptr::null_mut(),
     }
 }
@@ -101,6 +104,7 @@ fn alloc_guarded(size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     };
     let base = base.as_ptr();
+    os::advise_huge(base, len);
     // SAFETY: the guard is the last page of our fresh mapping.
     if !os::protect_none(unsafe { base.add(len - OS_PAGE) }, OS_PAGE) {
         os::unmap(base, len);

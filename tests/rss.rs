@@ -193,3 +193,20 @@ fn in_use_bytes_rises_and_falls() {
         "mapped_bytes did not fall after free+collect: live {s1:?}, after {s2:?}"
     );
 }
+
+#[test]
+fn large_blocks_ask_for_transparent_huge_pages() {
+    let _g = serial();
+    if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+        eprintln!("skipped: this kernel has no transparent huge pages");
+        return;
+    }
+    for size in [2 * MIB + 1, 40 * MIB] {
+        let v = vec![1u8; size];
+        // `hg`: the mapping was madvise(MADV_HUGEPAGE)d, so the kernel
+        // may back it (and fault it in) 2 MiB at a time.
+        let m = common::smaps::mapping_of(v.as_ptr() as usize);
+        assert!(m.has("hg"), "{size} bytes: {m:?}");
+        assert_eq!(v[size - 1], 1);
+    }
+}
