@@ -6,8 +6,13 @@
 //! * **Out-of-line slot bitmaps, no free lists in freed memory**: a slab's
 //!   free slots are bits in the segment header, so there is no free-list
 //!   pointer for an overflow or a use-after-free write to forge.
+//! * **Sealed links on cross-thread lists**: a block freed by another
+//!   thread waits on a list until its owner takes it back; its link is
+//!   sealed with a process secret and its own address, and checked to be
+//!   a slot of the right page before it is followed.
 //! * **Randomised slot choice** (per-heap generator seeded from
-//!   `getrandom`): the next block's address cannot be predicted from the
+//!   `getrandom`): each allocation takes a random one of up to 63 cached
+//!   free slots, so the next block's address cannot be predicted from the
 //!   last one, which breaks heap feng shui.
 //! * **Zero on free**: freed blocks are zeroed at once, so freed secrets do
 //!   not linger and a dangling read sees zeros.
