@@ -193,18 +193,20 @@ pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero) -> *m
     // owned by this thread; a non-null `free` is a block of that page.
     unsafe {
         let page = *current(heap, class);
-        let mut block = (*page).free;
+        // When `free` runs dry the owner's own frees (`local_free`) are
+        // next. Chosen with selects, not a branch: with random sizes a
+        // class runs dry every few allocations at no predictable time, and
+        // the mispredicted branch cost `small-random` 14% (1.1 mispredicts
+        // an operation in cachegrind's model).
+        let free = (*page).free;
+        let local = (*page).local_free;
+        let swap = free.is_null();
+        let block = core::hint::select_unpredictable(swap, local, free);
         if block.is_null() {
-            // The owner's own frees are the next blocks to hand out: take
-            // them here rather than through the slow path (with random
-            // sizes each class needs this every 4096/size allocations).
-            block = (*page).local_free;
-            if block.is_null() {
-                return alloc_slow(heap, class, zero);
-            }
-            (*page).local_free = ptr::null_mut();
-            (*page).free_is_zero = false;
+            return alloc_slow(heap, class, zero);
         }
+        (*page).local_free = core::hint::select_unpredictable(swap, ptr::null_mut(), local);
+        (*page).free_is_zero &= !swap;
         (*page).free = (*block).next;
         (*page).used += 1;
         if zero == Zero::Yes {
@@ -455,11 +457,10 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
         if let Some(p) = scan_queue(heap, class) {
             return p;
         }
-        if drain_delayed(heap) {
-            if let Some(p) = scan_queue(heap, class) {
+        if drain_delayed(heap)
+            && let Some(p) = scan_queue(heap, class) {
                 return p;
             }
-        }
         maybe_purge(heap, os::now_ms());
         if let Some(p) = fresh_page(heap, class) {
             return p;

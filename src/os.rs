@@ -90,7 +90,7 @@ pub(crate) fn unmap(p: *mut u8, len: usize) -> bool {
 /// Maps `len` bytes at an address `a` such that `a + offset` is a multiple
 /// of `align` (a power of two, at least the OS page).
 pub(crate) fn map_aligned(len: usize, align: usize, offset: usize) -> Option<NonNull<u8>> {
-    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && offset % OS_PAGE == 0);
+    debug_assert!(align.is_power_of_two() && align >= OS_PAGE && offset.is_multiple_of(OS_PAGE));
     // First try: ask at the next hint address, which is aligned for offset 0.
     // Requests too large for the hint area (a failing huge request among
     // them) skip it, so they cannot push the hint out of range.

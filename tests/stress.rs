@@ -193,7 +193,7 @@ impl Ctx {
         if ptr.is_null() {
             self.fail(format_args!("alloc({size}, {align}) returned null"));
         }
-        if ptr as usize % align != 0 {
+        if !(ptr as usize).is_multiple_of(align) {
             self.fail(format_args!(
                 "alloc({size}, {align}) = {ptr:?} is misaligned"
             ));
@@ -238,7 +238,7 @@ impl Ctx {
                 b.align
             ));
         }
-        if q as usize % b.align != 0 {
+        if !(q as usize).is_multiple_of(b.align) {
             self.fail(format_args!(
                 "{what}: realloc to {new} lost alignment {}: {q:?}",
                 b.align

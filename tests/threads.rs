@@ -46,7 +46,7 @@ fn msg_len(id: u64) -> usize {
 
 fn make_payload(id: u64) -> Payload {
     let len = msg_len(id);
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         let mut v = vec![0u8; len].into_boxed_slice();
         fill(&mut v, id, 0);
         Payload::Boxed(v)

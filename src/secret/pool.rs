@@ -90,7 +90,7 @@ const fn slab_guard_pages(class: usize) -> usize {
 }
 
 static_assertions::const_assert!(MAX_SMALL <= PAGE);
-static_assertions::const_assert!(MAX_BLOCKS % 64 == 0);
+static_assertions::const_assert!(MAX_BLOCKS.is_multiple_of(64));
 static_assertions::const_assert!(DATA_OFFSET + 4 * PAGE < SLAB_SPAN);
 static_assertions::const_assert!(core::mem::size_of::<SlabMeta>() <= PAGE);
 static_assertions::const_assert!(core::mem::size_of::<LargeMeta>() <= PAGE);
@@ -192,7 +192,7 @@ pub(crate) unsafe fn wipe(p: *mut u8, len: usize) {
     // SAFETY: every address written is in `[p, p+len)` (the caller's
     // contract); the word stores are 8-aligned.
     unsafe {
-        while a < end && a % 8 != 0 {
+        while a < end && !a.is_multiple_of(8) {
             ptr::write_volatile(a as *mut u8, 0);
             a += 1;
         }

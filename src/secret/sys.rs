@@ -56,7 +56,7 @@ pub(crate) fn reserve_aligned(
     align: usize,
     offset: usize,
 ) -> Result<NonNull<u8>, Errno> {
-    debug_assert!(align.is_power_of_two() && align >= PAGE && offset % PAGE == 0);
+    debug_assert!(align.is_power_of_two() && align >= PAGE && offset.is_multiple_of(PAGE));
     if align == PAGE {
         return reserve(len);
     }
