@@ -206,7 +206,6 @@ pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero) -> *m
             return alloc_slow(heap, class, zero);
         }
         (*page).local_free = core::hint::select_unpredictable(swap, ptr::null_mut(), local);
-        (*page).free_is_zero &= !swap;
         (*page).free = (*block).next;
         (*page).used += 1;
         if zero == Zero::Yes {
@@ -270,9 +269,7 @@ pub(crate) fn block_at(p: *mut u8) -> *mut Block {
 unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
     // SAFETY: owner-only fields of our own page.
     unsafe {
-        (*block).next = (*page).local_free;
-        (*page).local_free = block;
-        (*page).used -= 1;
+        Page::push_local(page, block);
         if (*page).used == 0 || (*page).in_full {
             // Emptying the current single-page slab is the common case of
             // alloc/free of one block: keep the page (no call, no purge).
@@ -710,9 +707,7 @@ pub(crate) unsafe fn reclaim_abandoned(heap: *mut Heap, want: Want) -> bool {
                 if (*heap).hardened {
                     crate::hardened::take_back(page, block.cast());
                 } else {
-                    (*block).next = (*page).local_free;
-                    (*page).local_free = block;
-                    (*page).used -= 1;
+                    Page::push_local(page, block);
                 }
                 block = next_block;
             }

@@ -186,6 +186,23 @@ impl Page {
         self.used -= count;
     }
 
+    /// Takes back a block the owner freed (or adopted from a delayed list).
+    ///
+    /// # Safety
+    /// Owner only; `block` is a live block of `page`.
+    #[inline(always)]
+    pub(crate) unsafe fn push_local(page: *mut Page, block: *mut Block) {
+        // SAFETY: owner-only fields of a live page; the block is ours.
+        unsafe {
+            (*block).next = (*page).local_free;
+            (*page).local_free = block;
+            // The fast path splices `local_free` onto `free` without
+            // looking at this flag, so it must already be false.
+            (*page).free_is_zero = false;
+            (*page).used -= 1;
+        }
+    }
+
     /// Marks an exhausted page as parked in the full list, so the next
     /// remote free tells the owner. Fails if remote frees arrived since the
     /// last collect; the caller collects them instead.
