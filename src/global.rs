@@ -61,10 +61,11 @@ fn alloc_aligned(size: usize, align: usize, zero: Zero) -> *mut u8 {
         // `max(1)`: a zero size would round to zero and land in the
         // 16-byte class, whatever the alignment.
         if let Some(rounded) = size.max(1).checked_next_multiple_of(align)
-            && rounded <= SMALL_MAX {
-                // SAFETY: as in `alloc`.
-                return unsafe { heap::alloc_small(crate::thread::current_heap(), rounded, zero) };
-            }
+            && rounded <= SMALL_MAX
+        {
+            // SAFETY: as in `alloc`.
+            return unsafe { heap::alloc_small(crate::thread::current_heap(), rounded, zero) };
+        }
     }
     // SAFETY: `align` is a power of two (Layout's guarantee).
     unsafe { crate::large::alloc(size, align, zero) }

@@ -455,9 +455,10 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
             return p;
         }
         if drain_delayed(heap)
-            && let Some(p) = scan_queue(heap, class) {
-                return p;
-            }
+            && let Some(p) = scan_queue(heap, class)
+        {
+            return p;
+        }
         maybe_purge(heap, os::now_ms());
         if let Some(p) = fresh_page(heap, class) {
             return p;

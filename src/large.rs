@@ -56,16 +56,17 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
     crate::thread::process_init();
     purge_expired(os::now_ms());
     if align <= SEGMENT_SIZE
-        && let Some((base, map_len)) = CACHE.take(len) {
-            // SAFETY: a cached mapping is ours, at least `len` bytes long.
-            unsafe {
-                let block = base.add(offset);
-                if zero == Zero::Yes {
-                    ptr::write_bytes(block, 0, size);
-                }
-                return finish(base, map_len, offset);
+        && let Some((base, map_len)) = CACHE.take(len)
+    {
+        // SAFETY: a cached mapping is ours, at least `len` bytes long.
+        unsafe {
+            let block = base.add(offset);
+            if zero == Zero::Yes {
+                ptr::write_bytes(block, 0, size);
             }
+            return finish(base, map_len, offset);
         }
+    }
     let base = if align <= SEGMENT_SIZE {
         os::map_aligned(len, SEGMENT_SIZE, 0)
     } else {

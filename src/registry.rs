@@ -56,10 +56,11 @@ pub(crate) fn insert(chunk: usize) -> bool {
 pub(crate) fn remove(chunk: usize) {
     let map = BITMAP.load(Ordering::Acquire);
     if let Some((w, bit)) = slot(chunk)
-        && !map.is_null() {
-            // SAFETY: `w < WORDS`, inside the bitmap mapping.
-            unsafe { (*map.add(w)).fetch_and(!bit, Ordering::Release) };
-        }
+        && !map.is_null()
+    {
+        // SAFETY: `w < WORDS`, inside the bitmap mapping.
+        unsafe { (*map.add(w)).fetch_and(!bit, Ordering::Release) };
+    }
 }
 
 /// True if `chunk` heads one of our live mappings.
