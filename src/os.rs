@@ -282,7 +282,9 @@ pub(crate) fn random_u64() -> u64 {
     let mut v: u64 = 0;
     // SAFETY: writes at most 8 bytes into `v`; GRND_NONBLOCK never blocks.
     // errno kept: a hardened `free` may draw the link secret here.
-    let n = keeping_errno(|| unsafe { libc::getrandom((&raw mut v).cast(), 8, libc::GRND_NONBLOCK) });
+    let n = keeping_errno(|| unsafe {
+        libc::getrandom((&raw mut v).cast(), 8, libc::GRND_NONBLOCK)
+    });
     if n == 8 {
         return v;
     }
