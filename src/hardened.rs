@@ -360,9 +360,12 @@ pub(crate) unsafe fn collect_remote(page: *mut Page) {
         let seg = segment_of_page(page);
         let mut block = (*page).thread_free.take_all::<Sealed>().cast::<u8>();
         while !block.is_null() {
-            let next = next_link(seg, block, page);
+            // Link read first, followed last: taking the block back checks
+            // its slot (a block listed twice is a double free) and zeroes
+            // the link.
+            let link = link_of(block);
             take_back(page, block);
-            block = next;
+            block = follow(seg, block, link, page);
         }
     }
 }
@@ -404,35 +407,32 @@ fn seal(at: usize, link: usize) -> usize {
     link ^ link_key() ^ at.rotate_left(29)
 }
 
-/// The next block after `block` on a list of `seg`'s blocks, checked to
-/// be a slot of `page` (or, with `page` null, of any slab of `seg`).
+/// The sealed link in the first word of listed block `block`.
 ///
 /// # Safety
-/// `block` is a listed block of `seg`, owned by the caller.
-unsafe fn next_link(seg: *mut Segment, block: *mut u8, page: *mut Page) -> *mut u8 {
-    // SAFETY: the caller owns `block`; `next` is read only once it is
-    // known to be a slot of `seg`.
-    unsafe {
-        let next = seal(block as usize, block.cast::<Sealed>().read().link);
-        if next == 0 {
-            return ptr::null_mut();
-        }
-        let ok = next & !(SEGMENT_SIZE - 1) == seg as usize
-            && Slot::find(seg, next as *mut u8).is_some_and(|s| page.is_null() || s.page == page);
-        if !ok {
-            die(b"corrupted free-list link", block as usize);
-        }
-        ptr::with_exposed_provenance_mut(next)
-    }
+/// `block` is a listed block, owned by the caller.
+pub(crate) unsafe fn link_of(block: *mut u8) -> usize {
+    // SAFETY: the caller owns the block; its first word is the link.
+    unsafe { block.cast::<Sealed>().read().link }
 }
 
-/// The next block of a segment's delayed list (see `next_link`).
-///
-/// # Safety
-/// As `next_link`.
-pub(crate) unsafe fn delayed_next(seg: *mut Segment, block: *mut u8) -> *mut u8 {
-    // SAFETY: forwarded.
-    unsafe { next_link(seg, block, ptr::null_mut()) }
+/// The block after `block` on a list of `seg`'s blocks, from the `link`
+/// it held: checked to be a slot of `page` (or, with `page` null, of any
+/// slab of `seg`) before anyone reads it.
+pub(crate) fn follow(seg: *mut Segment, block: *mut u8, link: usize, page: *mut Page) -> *mut u8 {
+    let next = seal(block as usize, link);
+    if next == 0 {
+        return ptr::null_mut();
+    }
+    // SAFETY: `next` lies in `seg`, a live segment (its listed blocks still
+    // count as used), so `find` reads only its header.
+    let ok = next & !(SEGMENT_SIZE - 1) == seg as usize
+        && unsafe { Slot::find(seg, next as *mut u8) }
+            .is_some_and(|s| page.is_null() || s.page == page);
+    if !ok {
+        die(b"corrupted free-list link", block as usize);
+    }
+    ptr::with_exposed_provenance_mut(next)
 }
 
 #[inline(always)]

@@ -621,15 +621,19 @@ pub(crate) unsafe fn drain_delayed(heap: *mut Heap) -> bool {
             let next_seg = (*seg).heap_next;
             let mut block = (*seg).take_delayed();
             while !block.is_null() {
-                let next = if (*heap).hardened {
-                    crate::hardened::delayed_next(seg, block.cast()).cast()
-                } else {
-                    (*block).next
-                };
                 let page = Segment::page_of(seg, block.cast());
                 revived |= (*page).in_full;
-                free_owned(heap, page, block);
-                block = next;
+                if (*heap).hardened {
+                    // Followed only once the block is back (see
+                    // `hardened::collect_remote`).
+                    let link = crate::hardened::link_of(block.cast());
+                    free_owned(heap, page, block);
+                    block = crate::hardened::follow(seg, block.cast(), link, ptr::null_mut()).cast();
+                } else {
+                    let next = (*block).next;
+                    free_owned(heap, page, block);
+                    block = next;
+                }
             }
             seg = next_seg;
         }

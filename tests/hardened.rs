@@ -176,6 +176,49 @@ fn corrupted_remote_free_link_is_detected() {
 }
 
 #[test]
+fn double_free_from_another_thread_is_detected() {
+    // A class the test harness does not use, as above. `a` twice in a row,
+    // then `b`, `c`, `b`: the repeat must be reported as a double free when
+    // the owner takes the blocks back.
+    let l = layout(2500);
+    // SAFETY: plain allocations.
+    let [a, b, c] = [(); 3].map(|()| unsafe { GLOBAL.alloc(l) } as usize);
+    for (order, twice) in [(vec![a, a], a), (vec![b, c, b], b)] {
+        let d = in_child(|| {
+            free_on_another_thread(&order, l);
+            for _ in 0..1000 {
+                // SAFETY: plain allocations, until the owner collects.
+                unsafe { GLOBAL.alloc(l) };
+            }
+        });
+        assert_aborted_with(&d, "double free", twice);
+    }
+}
+
+/// Frees `blocks` in order on a new thread, and waits for it. A raw
+/// pthread: this runs in a forked child, where `std::thread::spawn` can
+/// wait forever on a lock another thread of the parent held at the fork.
+fn free_on_another_thread(blocks: &[usize], l: Layout) {
+    extern "C" fn run(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is `job` below, alive until the join.
+        let job = unsafe { &*arg.cast::<(Vec<usize>, Layout)>() };
+        for &p in &job.0 {
+            // SAFETY: the repeated free is the misuse under test.
+            unsafe { GLOBAL.dealloc(p as *mut u8, job.1) };
+        }
+        std::ptr::null_mut()
+    }
+    let mut job = (blocks.to_vec(), l);
+    let mut t: libc::pthread_t = 0;
+    // SAFETY: `job` outlives the thread, which is joined before returning.
+    unsafe {
+        let arg = (&raw mut job).cast();
+        assert_eq!(libc::pthread_create(&mut t, std::ptr::null(), run, arg), 0);
+        assert_eq!(libc::pthread_join(t, std::ptr::null_mut()), 0);
+    }
+}
+
+#[test]
 fn freed_memory_reads_zero() {
     for size in [16, 48, 1000, 64 << 10, 200 << 10] {
         let l = layout(size);

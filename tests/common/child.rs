@@ -128,8 +128,6 @@ pub fn in_child_with_stderr(what: &str, timeout: Duration, body: impl FnOnce() -
 
 /// Forks; in the child, runs `body` and `_exit`s with its status.
 fn fork_child(what: &str, body: impl FnOnce() -> i32) -> libc::pid_t {
-    // Read before the fork (set MAPALLOC_CHILD_BACKTRACE=1 to debug a child).
-    let backtrace = std::env::var_os("MAPALLOC_CHILD_BACKTRACE").is_some();
     // SAFETY: fork has no memory-safety preconditions; the child only runs
     // `body` (on this thread's stack) and leaves with `_exit`, never
     // returning into the test harness.
@@ -145,25 +143,30 @@ fn fork_child(what: &str, body: impl FnOnce() -> i32) -> libc::pid_t {
     // Lowering a limit needs no privilege; should it fail anyway, the only
     // harm is a core file.
     let _ = set_rlimit(libc::RLIMIT_CORE, 0);
-    // libtest captures panic messages into a buffer that a child never
-    // hands back: report them on the real fd 2. A backtrace only on
-    // request: capturing one takes std's global backtrace lock, which a
-    // parent thread printing its own panic may hold across the fork.
-    let tag = what.to_string();
-    std::panic::set_hook(Box::new(move |info| {
-        let line = if backtrace {
-            let bt = std::backtrace::Backtrace::force_capture();
-            format!("[child: {tag}] {info}\n{bt}\n")
-        } else {
-            format!("[child: {tag}] {info}\n")
-        };
-        // SAFETY: writes `line.len()` bytes from a live buffer to fd 2.
-        unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
-    }));
-    let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).unwrap_or(PANICKED);
-    // SAFETY: `_exit` ends the child without running the parent's atexit
-    // handlers or unwinding into the harness.
-    unsafe { libc::_exit(code) }
+    // No panic hook of our own: `set_hook` takes std's hook lock for
+    // writing, and a parent thread that was printing a panic at the fork
+    // left it held for reading in the child, which would then wait
+    // forever. libtest keeps the default hook's message (it never comes
+    // back from a child), so the payload is reported here on fd 2.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        // SAFETY: `_exit` ends the child without running the parent's
+        // atexit handlers or unwinding into the harness.
+        Ok(code) => unsafe { libc::_exit(code) },
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(a non-string panic payload)");
+            let line = format!("[child: {what}] panicked: {msg}\n");
+            // SAFETY: writes `line.len()` bytes from a live buffer to fd 2,
+            // then ends the child as above.
+            unsafe {
+                libc::write(2, line.as_ptr().cast(), line.len());
+                libc::_exit(PANICKED)
+            }
+        }
+    }
 }
 
 /// Polls rather than blocks, so that a hung child fails the test (with
