@@ -33,13 +33,19 @@
 use crate::heap::{self, Heap, Want};
 use crate::os::{self, OS_PAGE};
 use crate::page::Page;
-use crate::segment::{Kind, PAGE_SHIFT, PAGE_SIZE, SEGMENT_SIZE, Segment, segment_of};
-use crate::size_class::{CLASSES, class_size};
+use crate::segment::{Kind, PAGE_SHIFT, PAGE_SIZE, Segment, segment_of};
+use crate::size_class::class_size;
 use crate::stats::{Counter, STATS};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use crate::{registry, thread};
 use core::ptr;
-use static_assertions::const_assert;
+
+mod links;
+mod slots;
+
+pub(crate) use links::{follow, link_of};
+use links::Sealed;
+use slots::{BITMAP_WORDS, Slot, bitmap, cache_of, segment_of_page, set_bit, zero_block};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -55,25 +61,6 @@ pub(crate) fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
-/// Slot bitmaps live in the segment header page, after the descriptors:
-/// 64 words (4096 slots, the most a slab can hold) per page index.
-const BITMAP_OFFSET: usize = 32 << 10;
-const BITMAP_WORDS: usize = 64;
-const_assert!(core::mem::size_of::<Segment>() <= BITMAP_OFFSET);
-const_assert!(BITMAP_OFFSET + 64 * BITMAP_WORDS * 8 <= PAGE_SIZE);
-
-/// `2^40 / size`, rounded up, per class: slot index = offset * r >> 40,
-/// exact for offsets below 2^20 (checked by multiplying back).
-static RECIPROCAL: [u64; CLASSES] = {
-    let mut r = [0u64; CLASSES];
-    let mut c = 0;
-    while c < CLASSES {
-        r[c] = (1u64 << 40).div_ceil(class_size(c) as u64);
-        c += 1;
-    }
-    r
-};
-
 /// Slab pages of a hardened slab of `class`: room for the blocks plus a
 /// trailing guard page.
 pub(crate) fn slab_span(class: usize) -> usize {
@@ -83,19 +70,6 @@ pub(crate) fn slab_span(class: usize) -> usize {
     } else {
         (class_size(class) + OS_PAGE).div_ceil(PAGE_SIZE)
     }
-}
-
-/// Page `idx`'s slot bitmap. Only the owner writes it; atomics (relaxed,
-/// plain moves on x86) because a remote free reads it to catch a double
-/// free early.
-fn bitmap(seg: *mut Segment, idx: usize) -> *const AtomicU64 {
-    (seg as usize + BITMAP_OFFSET + idx * BITMAP_WORDS * 8) as *const AtomicU64
-}
-
-/// Sets (`used`) or clears `bit` in `word`: the owner's write.
-fn set_bit(word: &AtomicU64, bit: u64, used: bool) {
-    let w = word.load(Ordering::Relaxed);
-    word.store(if used { w | bit } else { w & !bit }, Ordering::Relaxed);
 }
 
 fn guard_of(seg: *mut Segment, idx: usize, span: usize) -> *mut u8 {
@@ -151,26 +125,6 @@ pub(crate) unsafe fn init_slab(
 /// Makes a retired hardened slab's guard page usable again.
 pub(crate) fn remove_guard(seg: *mut Segment, idx: usize, span: usize) -> bool {
     os::protect_rw(guard_of(seg, idx, span), OS_PAGE)
-}
-
-/// Free slots waiting to be handed out, per slab page, in the segment
-/// header after the descriptors: a random pick from up to 63 free slots
-/// gathered at once from the bitmap, so most allocations skip the bitmap
-/// scan. A cached slot keeps its bit clear: a free of it is still seen as
-/// the double free it is. Refilled only when empty, so a slot freed
-/// meanwhile (bit cleared) cannot be cached twice.
-#[repr(C)]
-struct SlotCache {
-    len: u16,
-    slots: [u16; 63],
-}
-
-const CACHE_OFFSET: usize = 16 << 10;
-const_assert!(core::mem::size_of::<Segment>() <= CACHE_OFFSET);
-const_assert!(CACHE_OFFSET + 64 * core::mem::size_of::<SlotCache>() <= BITMAP_OFFSET);
-
-fn cache_of(seg: *mut Segment, idx: usize) -> *mut SlotCache {
-    (seg as usize + CACHE_OFFSET + idx * core::mem::size_of::<SlotCache>()) as *mut SlotCache
 }
 
 /// Allocates a block of `class`: a random cached slot of the first page
@@ -297,10 +251,6 @@ unsafe fn refill(heap: *mut Heap, page: *mut Page) -> bool {
     }
 }
 
-fn segment_of_page(page: *mut Page) -> *mut Segment {
-    (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
-}
-
 /// A page of `class` with a free slot; parks full ones like the default.
 unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
     // SAFETY: exclusive use of `heap` and its pages.
@@ -370,71 +320,6 @@ pub(crate) unsafe fn collect_remote(page: *mut Page) {
     }
 }
 
-/// A freed block on a remote or delayed list. Its link is sealed: stored
-/// XORed with a process secret and the block's own address, so a link
-/// forged or overwritten through a dangling pointer unseals to a wild
-/// address, which `next_link` catches before it is followed.
-#[repr(C)]
-pub(crate) struct Sealed {
-    link: usize,
-}
-
-impl crate::lockfree::Link for Sealed {
-    unsafe fn set_next(node: *mut Self, next: *mut Self) {
-        // SAFETY: the caller owns `node`.
-        unsafe { (*node).link = seal(node as usize, next as usize) }
-    }
-}
-
-static LINK_KEY: AtomicU64 = AtomicU64::new(0);
-
-/// The process's link secret, drawn from getrandom on first use (the
-/// compare-exchange makes every thread agree on one).
-fn link_key() -> usize {
-    let k = LINK_KEY.load(Ordering::Relaxed);
-    if k != 0 {
-        return k as usize;
-    }
-    let fresh = os::random_u64() | 1;
-    match LINK_KEY.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => fresh as usize,
-        Err(won) => won as usize,
-    }
-}
-
-/// Seals (or unseals: it is its own inverse) the link stored at `at`.
-fn seal(at: usize, link: usize) -> usize {
-    link ^ link_key() ^ at.rotate_left(29)
-}
-
-/// The sealed link in the first word of listed block `block`.
-///
-/// # Safety
-/// `block` is a listed block, owned by the caller.
-pub(crate) unsafe fn link_of(block: *mut u8) -> usize {
-    // SAFETY: the caller owns the block; its first word is the link.
-    unsafe { block.cast::<Sealed>().read().link }
-}
-
-/// The block after `block` on a list of `seg`'s blocks, from the `link`
-/// it held: checked to be a slot of `page` (or, with `page` null, of any
-/// slab of `seg`) before anyone reads it.
-pub(crate) fn follow(seg: *mut Segment, block: *mut u8, link: usize, page: *mut Page) -> *mut u8 {
-    let next = seal(block as usize, link);
-    if next == 0 {
-        return ptr::null_mut();
-    }
-    // SAFETY: `next` lies in `seg`, a live segment (its listed blocks still
-    // count as used), so `find` reads only its header.
-    let ok = next & !(SEGMENT_SIZE - 1) == seg as usize
-        && unsafe { Slot::find(seg, next as *mut u8) }
-            .is_some_and(|s| page.is_null() || s.page == page);
-    if !ok {
-        die(b"corrupted free-list link", block as usize);
-    }
-    ptr::with_exposed_provenance_mut(next)
-}
-
 #[inline(always)]
 unsafe fn next_random(heap: *mut Heap) -> u64 {
     // SAFETY: our own heap. xorshift64*: fast, and seeded from getrandom.
@@ -454,105 +339,6 @@ pub(crate) fn seed(heap: *mut Heap) {
     unsafe {
         (*heap).hardened = true;
         (*heap).rng = os::random_u64() | 1;
-    }
-}
-
-/// Where a small block lives: its slab's head descriptor and index, and
-/// its slot.
-struct Slot {
-    page: *mut Page,
-    idx: usize,
-    slot: usize,
-}
-
-impl Slot {
-    /// Locates `p` in `seg`, or None if `p` is not exactly the start of a
-    /// slot of a slab.
-    ///
-    /// # Safety
-    /// `seg` is a registered small segment (its header is mapped) and `p`
-    /// lies in it.
-    #[inline(always)]
-    unsafe fn find(seg: *mut Segment, p: *mut u8) -> Option<Slot> {
-        // SAFETY: the descriptors are in the mapped header; a head delta
-        // never points before page 1.
-        let (page, idx) = unsafe {
-            let at = (p as usize - seg as usize) >> PAGE_SHIFT;
-            let delta = (*Segment::page_ptr(seg, at)).head_delta as usize;
-            (Segment::page_ptr(seg, at - delta), at - delta)
-        };
-        // SAFETY: as above.
-        let (class, size, cap) = unsafe {
-            (
-                (*page).class as usize,
-                (*page).block_size as usize,
-                (*page).capacity as usize,
-            )
-        };
-        if class >= CLASSES {
-            return None;
-        }
-        let off = p as usize - (seg as usize + (idx << PAGE_SHIFT));
-        let slot = ((off as u64 * RECIPROCAL[class]) >> 40) as usize;
-        (slot * size == off && slot < cap).then_some(Slot { page, idx, slot })
-    }
-
-    /// Validates `p` (in registered small segment `seg`), or aborts.
-    #[inline(always)]
-    fn of(seg: *mut Segment, p: *mut u8) -> Slot {
-        // SAFETY: the caller checked `seg`; `p` masks to it.
-        match unsafe { Slot::find(seg, p) } {
-            Some(s) => s,
-            None => die(b"invalid free", p as usize),
-        }
-    }
-
-    /// The bitmap word holding this slot's bit, and the bit.
-    fn bit(&self) -> (&AtomicU64, u64) {
-        let seg = segment_of_page(self.page);
-        // SAFETY: inside the bitmap of page `idx`.
-        let word = unsafe { &*bitmap(seg, self.idx).add(self.slot / 64) };
-        (word, 1 << (self.slot % 64))
-    }
-
-    /// Clears the slot's bit, or aborts if it is already clear.
-    ///
-    /// # Safety
-    /// Owner only.
-    #[inline(always)]
-    unsafe fn release(&self, p: *mut u8) {
-        let (word, bit) = self.bit();
-        // SAFETY: owner-only bitmap and counters of a live page.
-        unsafe {
-            if word.load(Ordering::Relaxed) & bit == 0 {
-                die(b"double free", p as usize);
-            }
-            set_bit(word, bit, false);
-            (*self.page).used -= 1;
-        }
-    }
-}
-
-/// Zeroes the `size` bytes of block `p` (a multiple of 16, 16-aligned),
-/// inline for the small sizes that dominate.
-///
-/// # Safety
-/// `p` is a block of `size` bytes.
-#[inline(always)]
-unsafe fn zero_block(p: *mut u8, size: usize) {
-    // SAFETY: every store lies inside the block; 16-byte aligned.
-    unsafe {
-        if size <= 64 {
-            let q = p.cast::<u128>();
-            q.write(0);
-            q.byte_add(size - 16).write(0);
-            if size > 32 {
-                q.add(1).write(0);
-                q.byte_add(size - 32).write(0);
-            }
-        } else {
-            ptr::write_bytes(p, 0, size);
-        }
     }
 }
 
@@ -722,19 +508,7 @@ pub(crate) fn die(what: &[u8], addr: usize) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reciprocal_division_is_exact() {
-        for (c, &r) in RECIPROCAL.iter().enumerate() {
-            let size = class_size(c) as u64;
-            let mut off = 0u64;
-            while off < (1 << 20) + size {
-                let q = (off * r) >> 40;
-                assert_eq!(q, off / size, "class {c} offset {off}");
-                off += if size > 4096 { size / 3 } else { 7 };
-            }
-        }
-    }
+    use crate::size_class::CLASSES;
 
     #[test]
     fn hardened_slabs_fit_a_guard() {
