@@ -198,7 +198,8 @@ pub(crate) fn purge(p: *mut u8, len: usize) -> bool {
 /// then faulted in 2 MiB at a time instead of 4 KiB. A hint: failure
 /// (THP off, old kernel) changes nothing.
 pub(crate) fn advise_huge(p: *mut u8, len: usize) {
-    if cfg!(miri) {
+    // Under 2 MiB no aligned huge page fits: spare the system call.
+    if cfg!(miri) || len < 2 << 20 {
         return;
     }
     // SAFETY: MADV_HUGEPAGE on our own private anonymous range changes only
