@@ -114,8 +114,9 @@ fn invalid_frees_abort() {
 }
 
 /// What an attacker corrupting a free-list link needs is a write into a
-/// freed block. Hardened mode keeps no links in freed memory and checks
-/// that a slot is still zero when it is handed out again.
+/// freed block. Hardened mode keeps no links in blocks the owner freed
+/// (blocks waiting on a cross-thread list hold a sealed one, tested below)
+/// and checks that a slot is still zero when it is handed out again.
 #[test]
 fn write_after_free_is_detected_when_the_slot_is_reused() {
     let l = layout(4000);
