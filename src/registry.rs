@@ -1,79 +1,48 @@
 //! Which 4 MiB chunks of the address space start a segment or a large
-//! mapping of ours: one bit per chunk of the 47-bit user address space
-//! (4 MiB of bitmap, mapped lazily with `MAP_NORESERVE`, so only the words
-//! we touch cost memory). A pointer from outside (a foreign heap, the
-//! stack, a wild value) is recognised before any header is read through it.
+//! mapping of ours: one bit per chunk of the 47-bit user address space.
+//! The 4 MiB bitmap is a zero-initialised static, so it lives in `.bss`:
+//! the loader maps it without backing, and only the words we touch cost
+//! memory. A pointer from outside (a foreign heap, the stack, a wild
+//! value) is recognised before any header is read through it; checking
+//! one is a shift, a load and a bit test.
 
-use crate::os;
 use crate::segment::SEGMENT_SHIFT;
-use crate::sync::{AtomicPtr, AtomicU64, Ordering};
-use core::ptr;
+use crate::sync::{AtomicU64, Ordering};
 
 const ADDRESS_BITS: usize = 47;
 const CHUNKS: usize = 1 << (ADDRESS_BITS - SEGMENT_SHIFT);
 const WORDS: usize = CHUNKS / 64;
 
-static BITMAP: AtomicPtr<AtomicU64> = AtomicPtr::new(ptr::null_mut());
+static BITMAP: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 
-fn bitmap() -> *mut AtomicU64 {
-    let b = BITMAP.load(Ordering::Acquire);
-    if !b.is_null() {
-        return b;
-    }
-    let Some(fresh) = os::map(WORDS * 8) else {
-        return ptr::null_mut();
-    };
-    let fresh = fresh.as_ptr().cast::<AtomicU64>();
-    match BITMAP.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => fresh,
-        Err(winner) => {
-            os::unmap(fresh.cast(), WORDS * 8);
-            winner
-        }
-    }
-}
-
-fn slot(chunk: usize) -> Option<(usize, u64)> {
+fn slot(chunk: usize) -> Option<(&'static AtomicU64, u64)> {
     let i = chunk >> SEGMENT_SHIFT;
-    (i < CHUNKS).then_some((i / 64, 1u64 << (i % 64)))
+    (i < CHUNKS).then(|| (&BITMAP[i / 64], 1u64 << (i % 64)))
 }
 
 /// Records that `chunk` (segment-aligned) heads one of our mappings.
-/// False if the bitmap cannot be mapped; the caller then gives the
+/// False for an address past the 47-bit space; the caller then gives the
 /// mapping back, so every live segment is registered.
 pub(crate) fn insert(chunk: usize) -> bool {
-    let map = bitmap();
     match slot(chunk) {
-        Some((w, bit)) if !map.is_null() => {
-            // SAFETY: `w < WORDS`, inside the bitmap mapping.
-            unsafe { (*map.add(w)).fetch_or(bit, Ordering::Release) };
+        Some((word, bit)) => {
+            word.fetch_or(bit, Ordering::Release);
             true
         }
-        _ => false,
+        None => false,
     }
 }
 
 pub(crate) fn remove(chunk: usize) {
-    let map = BITMAP.load(Ordering::Acquire);
-    if let Some((w, bit)) = slot(chunk)
-        && !map.is_null()
-    {
-        // SAFETY: `w < WORDS`, inside the bitmap mapping.
-        unsafe { (*map.add(w)).fetch_and(!bit, Ordering::Release) };
+    if let Some((word, bit)) = slot(chunk) {
+        word.fetch_and(!bit, Ordering::Release);
     }
 }
 
 /// True if `chunk` heads one of our live mappings.
-#[inline]
+#[inline(always)]
 pub(crate) fn contains(chunk: usize) -> bool {
-    let map = BITMAP.load(Ordering::Acquire);
-    match slot(chunk) {
-        // SAFETY: `w < WORDS`, inside the bitmap mapping.
-        Some((w, bit)) if !map.is_null() => unsafe {
-            (*map.add(w)).load(Ordering::Acquire) & bit != 0
-        },
-        _ => false,
-    }
+    slot(chunk).is_some_and(|(word, bit)| word.load(Ordering::Acquire) & bit != 0)
 }
 
 #[cfg(test)]
