@@ -110,8 +110,11 @@ pub(crate) struct Heap {
     pub(crate) pool_next: *mut Heap,
     /// Hardened mode: allocation and free go through `hardened`.
     pub(crate) hardened: bool,
-    /// State of the heap's random generator (hardened slot choice).
+    /// State of the heap's random generator (hardened slab order).
     pub(crate) rng: u64,
+    /// When a hardened heap retires the emptied slabs it keeps (coarse ms
+    /// clock; u64::MAX: none kept).
+    pub(crate) retire_at: u64,
 }
 
 /// A `Sync` wrapper for the few static pages and heaps.
@@ -140,6 +143,7 @@ impl Heap {
         pool_next: ptr::null_mut(),
         hardened: false,
         rng: 0,
+        retire_at: u64::MAX,
     };
 }
 

@@ -31,7 +31,10 @@ impl Link for Block {
 /// `thread_free` share it (as in mimalloc), neighbours' pages do not.
 #[repr(C, align(64))]
 pub(crate) struct Page {
-    /// Blocks ready to hand out. Owner only.
+    /// Blocks ready to hand out. Owner only. In a hardened slab, only the
+    /// first (the block of `first_free`): its link is in the slot table,
+    /// not in the block, so the default fast path must never see a
+    /// hardened page (a hardened heap's `current` stays `EMPTY_PAGE`).
     pub(crate) free: *mut Block,
     /// Blocks freed by the owner. Owner only.
     pub(crate) local_free: *mut Block,
@@ -58,6 +61,8 @@ pub(crate) struct Page {
     pub(crate) span: u8,
     /// Index distance to the slab's head descriptor (0 on the head).
     pub(crate) head_delta: u8,
+    /// Hardened slabs only: the slot of `free` (see `hardened::slots`).
+    pub(crate) first_free: u16,
 }
 
 // A power-of-two size makes `ptr -> page` a shift, not a multiply.
@@ -76,6 +81,7 @@ impl Page {
         class: u8::MAX,
         span: 0,
         head_delta: 0,
+        first_free: crate::hardened::NO_SLOT,
         local_free: ptr::null_mut(),
         thread_free: RemoteFreeList::new(),
         block_size: 0,
@@ -103,6 +109,7 @@ impl Page {
         self.block_size = block_size as u32;
         self.carved = 0;
         self.capacity = capacity as u32;
+        self.first_free = crate::hardened::NO_SLOT;
         self.next = ptr::null_mut();
         self.prev = ptr::null_mut();
     }

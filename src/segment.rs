@@ -27,6 +27,16 @@ pub(crate) const PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
 /// Bits of the slab pages in `free_mask` (page 0 is the header).
 const ALL_SLAB_PAGES: u64 = !1;
 
+/// The pages that hold slabs in this process's mode: hardened segments
+/// keep pages 1..=8 for slot tables.
+fn slab_pages() -> u64 {
+    if crate::hardened::enabled() {
+        ALL_SLAB_PAGES & !crate::hardened::TABLE_PAGES
+    } else {
+        ALL_SLAB_PAGES
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(usize)]
 pub(crate) enum Kind {
@@ -106,7 +116,11 @@ impl Segment {
             // SAFETY: a cached segment is ours alone; its header is intact.
             Some(s) => unsafe { (s, (*s).dirty_mask, (*s).zero_mask) },
             None => match os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0) {
-                Some(p) if registry::insert(p.as_ptr() as usize) => {
+                Some(p)
+                    if (!crate::hardened::enabled()
+                        || crate::hardened::fence_tables(p.as_ptr().cast()))
+                        && registry::insert(p.as_ptr() as usize) =>
+                {
                     STATS.add(Counter::Segments, 1);
                     (p.as_ptr().cast::<Segment>(), 0, ALL_SLAB_PAGES)
                 }
@@ -130,7 +144,7 @@ impl Segment {
                 abandoned_next: ptr::null_mut(),
                 heap_next: ptr::null_mut(),
                 heap_prev: ptr::null_mut(),
-                free_mask: ALL_SLAB_PAGES,
+                free_mask: slab_pages(),
                 dirty_mask: dirty,
                 zero_mask: zero,
                 purge_at,
@@ -148,7 +162,7 @@ impl Segment {
     pub(crate) unsafe fn release(seg: *mut Segment) {
         // SAFETY: forwarded; read before the cache makes it visible.
         let purge_at = unsafe {
-            debug_assert!((*seg).free_mask == ALL_SLAB_PAGES);
+            debug_assert!((*seg).free_mask == slab_pages());
             if (*seg).dirty_mask != 0 && DIRTY_CACHED.load(Ordering::Relaxed) >= MAX_DIRTY_CACHED {
                 (*seg).purge_dirty();
             }
@@ -204,7 +218,7 @@ impl Segment {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.free_mask == ALL_SLAB_PAGES
+        self.free_mask == slab_pages()
     }
 
     /// `madvise`s every dirty free page away, one call per run of pages.
@@ -214,6 +228,9 @@ impl Segment {
         while mask != 0 {
             let start = mask.trailing_zeros() as usize;
             let len = (mask >> start).trailing_ones() as usize;
+            if crate::hardened::enabled() {
+                crate::hardened::purge_tables(self, start, len);
+            }
             if os::purge((base + start * PAGE_SIZE) as *mut u8, len * PAGE_SIZE) {
                 let m = if len == 64 {
                     u64::MAX

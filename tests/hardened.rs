@@ -257,6 +257,25 @@ fn overflow_past_a_slab_hits_its_guard_page() {
 }
 
 #[test]
+fn underflow_before_the_first_slab_hits_the_slot_tables_guard() {
+    let l = layout(4096);
+    let d = in_child(|| {
+        // SAFETY: 960 blocks of 4 KiB fill more than one segment's slabs, so
+        // one slab starts at page 9 of a segment, right after the slot
+        // tables and their guard page; write one byte before it.
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..960).map(|_| GLOBAL.alloc(l)).collect();
+            let first = blocks
+                .iter()
+                .find(|&&p| p as usize % (4 << 20) == 9 * (64 << 10))
+                .expect("a block at the start of a segment's first slab");
+            first.sub(1).write_volatile(1);
+        }
+    });
+    assert_eq!(d.signal, Some(libc::SIGSEGV), "{d:?}");
+}
+
+#[test]
 fn overflow_past_a_large_block_hits_its_guard_page() {
     for size in [(2 << 20) + 16, 5 << 20] {
         let d = in_child(|| {

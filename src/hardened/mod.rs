@@ -3,17 +3,17 @@
 //! fixed before the first allocation. Each measure, and the attack it
 //! stops (see `docs/security.md`):
 //!
-//! * **Out-of-line slot bitmaps, no free lists in freed memory**: a slab's
-//!   free slots are bits in the segment header, so there is no free-list
-//!   pointer for an overflow or a use-after-free write to forge.
+//! * **Out-of-line free lists, no links in freed memory**: a slab's free
+//!   slots are chained in a slot table in the segment's table pages,
+//!   behind a guard page, so there is no free-list pointer for an overflow
+//!   or a use-after-free write to forge.
 //! * **Sealed links on cross-thread lists**: a block freed by another
 //!   thread waits on a list until its owner takes it back; its link is
 //!   sealed with a process secret and its own address, and checked to be
 //!   a slot of the right page before it is followed.
-//! * **Randomised slot choice** (per-heap generator seeded from
-//!   `getrandom`): each allocation takes a random one of up to 63 cached
-//!   free slots, so the next block's address cannot be predicted from the
-//!   last one, which breaks heap feng shui.
+//! * **Randomised slab order** (per-heap generator seeded from
+//!   `getrandom`): a fresh slab's slots are chained in a random order, so
+//!   the addresses handed out cannot be predicted from the slab's start.
 //! * **Zero on free**: freed blocks are zeroed at once, so freed secrets do
 //!   not linger and a dangling read sees zeros.
 //! * **Write-after-free check**: a slot must still be zero when handed out
@@ -22,7 +22,7 @@
 //! * **Pointer validation before any header is trusted**: the registry,
 //!   the segment kind, the page's class and the exact slot offset; a wild,
 //!   foreign, stack or interior pointer aborts as an invalid free.
-//! * **Double-free detection**: the slot's bit must be set.
+//! * **Double-free detection**: the slot's table entry must say `LIVE`.
 //! * **Guard pages** (`PROT_NONE`) after every slab and every large block,
 //!   which ends right at its guard: a linear overflow faults.
 //!
@@ -36,7 +36,7 @@ use crate::page::Page;
 use crate::segment::{Kind, PAGE_SHIFT, PAGE_SIZE, Segment, segment_of};
 use crate::size_class::class_size;
 use crate::stats::{Counter, STATS};
-use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::{AtomicBool, Ordering};
 use crate::{registry, thread};
 use core::ptr;
 
@@ -45,7 +45,8 @@ mod slots;
 
 pub(crate) use links::{follow, link_of};
 use links::Sealed;
-use slots::{BITMAP_WORDS, Slot, bitmap, cache_of, segment_of_page, set_bit, zero_block};
+pub(crate) use slots::{NO_SLOT, TABLE_PAGES, fence_tables, purge_tables};
+use slots::{LIVE, Slot, segment_of_page, table, zero_block};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -76,7 +77,8 @@ fn guard_of(seg: *mut Segment, idx: usize, span: usize) -> *mut u8 {
     (seg as usize + (idx + span) * PAGE_SIZE - OS_PAGE) as *mut u8
 }
 
-/// Sets up a hardened slab: guard page, zeroed memory, empty bitmap.
+/// Sets up a hardened slab: guard page, zeroed memory, every slot free
+/// and linked in random order.
 ///
 /// # Safety
 /// Pages `[idx, idx+span)` were just taken from `heap`'s segment `seg`.
@@ -88,7 +90,7 @@ pub(crate) unsafe fn init_slab(
 ) -> *mut Page {
     let span = slab_span(class);
     let size = class_size(class);
-    // SAFETY: the pages and their descriptors and bitmap are ours.
+    // SAFETY: the pages, their descriptors and table are ours.
     unsafe {
         let start = (seg as usize + idx * PAGE_SIZE) as *mut u8;
         if !os::protect_none(guard_of(seg, idx, span), OS_PAGE) {
@@ -98,24 +100,18 @@ pub(crate) unsafe fn init_slab(
         if !(*seg).take_zero(idx, span) {
             ptr::write_bytes(start, 0, span * PAGE_SIZE - OS_PAGE);
         }
-        for w in 0..BITMAP_WORDS {
-            (*bitmap(seg, idx).add(w)).store(0, Ordering::Relaxed);
-        }
-        (*cache_of(seg, idx)).len = 0;
         for i in 1..span {
             let d = Segment::page_ptr(seg, idx + i);
             *d = Page::EMPTY;
             (*d).head_delta = i as u8;
         }
         let page = Segment::page_ptr(seg, idx);
-        (*page).init_slab(
-            class,
-            size,
-            (span * PAGE_SIZE - OS_PAGE) / size.max(1),
-            true,
-        );
+        let cap = (span * PAGE_SIZE - OS_PAGE) / size.max(1);
+        (*page).init_slab(class, size, cap, true);
         (*page).span = span as u8;
         (*page).head_delta = 0;
+        let first = slots::link_all(table(seg, idx), start, cap, || next_random(heap));
+        slots::set_first(page, start as usize, first);
         STATS.add(Counter::SlabBytes, span * PAGE_SIZE);
         (*heap::queue(heap, class)).push_front(page);
         page
@@ -127,7 +123,7 @@ pub(crate) fn remove_guard(seg: *mut Segment, idx: usize, span: usize) -> bool {
     os::protect_rw(guard_of(seg, idx, span), OS_PAGE)
 }
 
-/// Allocates a block of `class`: a random cached slot of the first page
+/// Allocates a block of `class`: the first free slot of the first page
 /// of its queue. Blocks are always zero (zeroed on free, or fresh).
 ///
 /// # Safety
@@ -137,54 +133,32 @@ pub(crate) unsafe fn alloc(heap: *mut Heap, class: usize) -> *mut u8 {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
         let page = (*heap::queue(heap, class)).first;
-        if !page.is_null() {
-            let block = pop(heap, page);
-            if !block.is_null() {
-                return block;
-            }
+        if !page.is_null() && !(*page).free.is_null() {
+            return take(page);
         }
         alloc_refill(heap, class)
     }
 }
 
-/// A block from a random slot of `page`'s cache; null if it is empty.
-#[inline(always)]
-unsafe fn pop(heap: *mut Heap, page: *mut Page) -> *mut u8 {
-    // SAFETY: owner-only page; its cache holds `len` free slots of it.
-    unsafe {
-        let seg = segment_of_page(page);
-        let idx = Segment::page_index(seg, page);
-        let cache = cache_of(seg, idx);
-        let len = (*cache).len as usize;
-        if len == 0 {
-            return ptr::null_mut();
-        }
-        let pick = (((next_random(heap) >> 32) * len as u64) >> 32) as usize;
-        let slots = (&raw mut (*cache).slots).cast::<u16>();
-        let slot = *slots.add(pick) as usize;
-        *slots.add(pick) = *slots.add(len - 1);
-        (*cache).len = (len - 1) as u16;
-        hand_out(
-            page,
-            bitmap(seg, idx),
-            seg as usize + (idx << PAGE_SHIFT),
-            slot,
-        )
-    }
-}
-
-/// Marks `slot` used and returns its block, which must still be zero.
+/// Hands out the first free slot of `page`, whose block must still be
+/// zero.
 ///
 /// # Safety
-/// `slot` is a free slot of `page`, whose bitmap is `map` and slab `start`.
+/// Owner only; `page` is a slab with a free slot.
 #[inline(always)]
-unsafe fn hand_out(page: *mut Page, map: *const AtomicU64, start: usize, slot: usize) -> *mut u8 {
-    // SAFETY: owner-only bitmap and counters of a live page; the block
-    // lies in the slab.
+unsafe fn take(page: *mut Page) -> *mut u8 {
+    // SAFETY: owner-only page; `first_free` is a free slot of it and
+    // `free` its block, so the table entry and blocks lie inside the table
+    // and the slab.
     unsafe {
-        set_bit(&*map.add(slot / 64), 1 << (slot % 64), true);
+        let block = (*page).free.cast::<u8>();
+        let seg = segment_of_page(page);
+        let idx = Segment::page_index(seg, page);
+        let entry = &*table(seg, idx).add((*page).first_free as usize);
+        let next = entry.load(Ordering::Relaxed);
+        entry.store(LIVE, Ordering::Relaxed);
+        slots::set_first(page, seg as usize + (idx << PAGE_SHIFT), next);
         (*page).used += 1;
-        let block = (start + slot * (*page).block_size as usize) as *mut u8;
         if block.cast::<u64>().read() != 0 {
             die(b"write after free", block as usize);
         }
@@ -192,62 +166,24 @@ unsafe fn hand_out(page: *mut Page, map: *const AtomicU64, start: usize, slot: u
     }
 }
 
-/// The first page's cache is empty: refill it, or find another page.
+/// The first page has no free slot: collect its remote frees, or find
+/// another page.
 #[cold]
 #[inline(never)]
 unsafe fn alloc_refill(heap: *mut Heap, class: usize) -> *mut u8 {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
         let mut page = (*heap::queue(heap, class)).first;
-        if page.is_null() || !refill(heap, page) {
+        if !page.is_null() {
+            collect_remote(page);
+        }
+        if page.is_null() || (*page).free.is_null() {
             page = find_page(heap, class);
-            if page.is_null() || !refill(heap, page) {
+            if page.is_null() {
                 return ptr::null_mut();
             }
         }
-        pop(heap, page)
-    }
-}
-
-/// Gathers up to 63 free slots of `page` into its (empty) cache, from a
-/// random word of the bitmap on; false if the page has none.
-unsafe fn refill(heap: *mut Heap, page: *mut Page) -> bool {
-    // SAFETY: owner-only page; its bitmap has `capacity.div_ceil(64)` words.
-    unsafe {
-        collect_remote(page);
-        let capacity = (*page).capacity as usize;
-        if (*page).used as usize >= capacity {
-            return false;
-        }
-        let seg = segment_of_page(page);
-        let idx = Segment::page_index(seg, page);
-        let (map, cache) = (bitmap(seg, idx), cache_of(seg, idx));
-        let slots = (&raw mut (*cache).slots).cast::<u16>();
-        let words = capacity.div_ceil(64);
-        let mut w = (((next_random(heap) & 0xffff_ffff) * words as u64) >> 32) as usize;
-        let mut len = 0;
-        for _ in 0..words {
-            let valid = if (w + 1) * 64 <= capacity {
-                u64::MAX
-            } else {
-                (1u64 << (capacity % 64)) - 1
-            };
-            let mut free = !(*map.add(w)).load(Ordering::Relaxed) & valid;
-            while free != 0 && len < 63 {
-                *slots.add(len) = (w * 64 + free.trailing_zeros() as usize) as u16;
-                free &= free - 1;
-                len += 1;
-            }
-            if len == 63 {
-                break;
-            }
-            w = if w + 1 == words { 0 } else { w + 1 };
-        }
-        if len == 0 {
-            die(b"corrupted slot bitmap", map as usize);
-        }
-        (*cache).len = len as u16;
-        true
+        take(page)
     }
 }
 
@@ -259,7 +195,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
             let mut page = (*heap::queue(heap, class)).first;
             while !page.is_null() {
                 collect_remote(page);
-                if (*page).used < (*page).capacity {
+                if !(*page).free.is_null() {
                     return page;
                 }
                 if !(*page).try_park_full() {
@@ -275,7 +211,9 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
                 break;
             }
         }
-        heap::maybe_purge(heap, os::now_ms());
+        let now = os::now_ms();
+        retire_kept(heap, now);
+        heap::maybe_purge(heap, now);
         if let Some(p) = heap::fresh_page(heap, class) {
             return p;
         }
@@ -283,7 +221,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
             let first = (*heap::queue(heap, class)).first;
             if !first.is_null() {
                 collect_remote(first);
-                if (*first).used < (*first).capacity {
+                if !(*first).free.is_null() {
                     return first;
                 }
             }
@@ -344,6 +282,9 @@ pub(crate) fn seed(heap: *mut Heap) {
 
 /// Frees `p`, which may be anything: it is validated first.
 ///
+/// Every call out of here is a tail call or does not return, so the
+/// common case needs no saved registers.
+///
 /// # Safety
 /// None beyond the process being sane; a bad `p` aborts.
 pub(crate) unsafe fn free(p: *mut u8) {
@@ -351,23 +292,39 @@ pub(crate) unsafe fn free(p: *mut u8) {
     // caller's layout (see `heap::block_at`).
     let p = heap::block_at(p).cast::<u8>();
     let seg = segment_of(p);
-    if p.is_null() || !registry::contains(seg as usize) {
+    // Null masks to a chunk past the address space, so it is reported
+    // here like any wild pointer.
+    if !registry::contains(seg as usize) {
         die(b"invalid free", p as usize);
     }
-    // SAFETY: registered, so `seg` heads a live segment or large mapping.
+    // SAFETY: registered, so `seg` heads a live segment or large mapping;
+    // `Slot::of` checked `p` is a slot of one of its slabs.
     unsafe {
         if (*seg).header.kind == Kind::Large {
             return free_large(seg, p);
         }
         let slot = Slot::of(seg, p);
         let heap = thread::current_heap();
-        let owner = (*seg).header.owner.load(Ordering::Relaxed);
-        if owner != heap {
-            return free_remote(seg, slot, p, heap);
+        if (*seg).header.owner.load(Ordering::Relaxed) != heap {
+            return free_remote(seg, p, heap);
         }
         slot.release(p);
-        zero_block(p, (*slot.page).block_size as usize);
+        let size = (*slot.page).block_size as usize;
+        if size > 64 {
+            return zero_and_settle(heap, slot.page, p, size);
+        }
+        zero_block(p, size);
         after_local_free(heap, slot.page);
+    }
+}
+
+/// The rest of a local free of a block too big to zero inline.
+#[inline(never)]
+unsafe fn zero_and_settle(heap: *mut Heap, page: *mut Page, p: *mut u8, size: usize) {
+    // SAFETY: `p` is a block of `size` bytes of our page `page`, just freed.
+    unsafe {
+        zero_block(p, size);
+        after_local_free(heap, page);
     }
 }
 
@@ -388,9 +345,10 @@ unsafe fn free_large(seg: *mut Segment, p: *mut u8) {
 /// A free into a segment this thread does not own (or that is abandoned).
 #[cold]
 #[inline(never)]
-unsafe fn free_remote(seg: *mut Segment, slot: Slot, p: *mut u8, heap: *mut Heap) {
-    // SAFETY: `slot` was validated in registered segment `seg`.
+unsafe fn free_remote(seg: *mut Segment, p: *mut u8, heap: *mut Heap) {
+    // SAFETY: `p` was validated as a slot of registered segment `seg`.
     unsafe {
+        let slot = Slot::of(seg, p);
         if (*seg).header.owner.load(Ordering::Relaxed).is_null() && !thread::is_sentinel(heap) {
             heap::reclaim_abandoned(heap, Want::This(seg));
             if (*seg).header.owner.load(Ordering::Relaxed) == heap {
@@ -399,11 +357,10 @@ unsafe fn free_remote(seg: *mut Segment, slot: Slot, p: *mut u8, heap: *mut Heap
                 return after_local_free(heap, slot.page);
             }
         }
-        // The owner's bitmap is not ours to write: catch what a racy read
+        // The owner's table is not ours to write: catch what a racy read
         // can (a second free of a block still marked free), and leave the
         // exact check to the owner when it takes the block back.
-        let (word, bit) = slot.bit();
-        if word.load(Ordering::Relaxed) & bit == 0 {
+        if !slot.is_live() {
             die(b"double free", p as usize);
         }
         zero_block(p, (*slot.page).block_size as usize);
@@ -466,12 +423,82 @@ unsafe fn page_changed(heap: *mut Heap, page: *mut Page) {
         if (*page).in_full {
             heap::unfull(heap, page);
         }
-        // Keep the first page of its class even when empty (any span): it
-        // spares a guard-page `mprotect` pair per refill, and a second free
-        // of its blocks is still reported as the double free it is.
-        let keep = (*heap::queue(heap, (*page).class as usize)).first == page;
-        if (*page).used == 0 && !keep {
-            heap::retire(heap, page);
+        if (*page).used != 0 {
+            return;
+        }
+        // An emptied slab stays in its queue, every block free, until
+        // `retire_at` (checked on the slow path): retiring it at once would cost a guard-page
+        // `mprotect` pair, a reshuffle and a zeroing each time a program's
+        // use of the class dips and comes back. A segment whose slabs are
+        // all empty goes back at once, though (a thread freeing into
+        // segments it adopted may never allocate again).
+        let seg = segment_of_page(page);
+        if all_slabs_empty(seg) {
+            retire_empty_in(heap, seg);
+            return;
+        }
+        if (*heap).retire_at == u64::MAX {
+            (*heap).retire_at = os::now_ms() + crate::options::PURGE_DELAY_MS.get() as u64;
+        }
+    }
+}
+
+/// True if every slab of `seg` has all its blocks free.
+unsafe fn all_slabs_empty(seg: *mut Segment) -> bool {
+    // SAFETY: the descriptors of an owned segment.
+    unsafe {
+        (1..crate::segment::PAGES).all(|idx| {
+            let d = Segment::page_ptr(seg, idx);
+            (*d).head_delta != 0 || (*d).class == u8::MAX || (*d).used == 0
+        })
+    }
+}
+
+/// Retires every empty slab of `seg`, a segment of `heap`; releases the
+/// segment if that empties it (touch nothing of it after).
+unsafe fn retire_empty_in(heap: *mut Heap, seg: *mut Segment) {
+    // SAFETY: owner-only; each empty slab is in its class queue (emptied
+    // pages leave the full list in `page_changed`).
+    unsafe {
+        let mut empty = 0u64;
+        for idx in 1..crate::segment::PAGES {
+            let d = Segment::page_ptr(seg, idx);
+            if (*d).head_delta == 0 && (*d).class != u8::MAX && (*d).used == 0 && !(*d).in_full {
+                empty |= 1 << idx;
+            }
+        }
+        while empty != 0 {
+            let idx = empty.trailing_zeros() as usize;
+            empty &= empty - 1;
+            heap::retire(heap, Segment::page_ptr(seg, idx));
+        }
+    }
+}
+
+/// Retires the emptied slabs kept in the queues (see `page_changed`),
+/// except the first of each class, once `retire_at` has passed.
+///
+/// # Safety
+/// Exclusive use of the hardened `heap`, at a point where no caller is
+/// walking its queues or segments (retiring may release segments).
+unsafe fn retire_kept(heap: *mut Heap, now: u64) {
+    // SAFETY: exclusive use of `heap` and its pages; `next` is read before
+    // `page` leaves the queue.
+    unsafe {
+        if now < (*heap).retire_at {
+            return;
+        }
+        (*heap).retire_at = u64::MAX;
+        for class in 0..crate::size_class::CLASSES {
+            let first = (*heap::queue(heap, class)).first;
+            let mut page = if first.is_null() { first } else { (*first).next };
+            while !page.is_null() {
+                let next = (*page).next;
+                if (*page).used == 0 {
+                    heap::retire(heap, page);
+                }
+                page = next;
+            }
         }
     }
 }
@@ -491,9 +518,7 @@ pub(crate) fn check_live(p: *mut u8) {
             }
             return;
         }
-        let slot = Slot::of(seg, p);
-        let (word, bit) = slot.bit();
-        if word.load(Ordering::Relaxed) & bit == 0 {
+        if !Slot::of(seg, p).is_live() {
             die(b"use after free", p as usize);
         }
     }
@@ -509,6 +534,7 @@ pub(crate) fn die(what: &[u8], addr: usize) -> ! {
 mod tests {
     use super::*;
     use crate::size_class::CLASSES;
+    use slots::TABLE_SLOTS;
 
     #[test]
     fn hardened_slabs_fit_a_guard() {
@@ -516,7 +542,8 @@ mod tests {
             let span = slab_span(c);
             assert!(span * PAGE_SIZE - OS_PAGE >= class_size(c));
             assert!(span < crate::segment::PAGES);
-            assert!((span * PAGE_SIZE - OS_PAGE) / class_size(c) <= BITMAP_WORDS * 64);
+            assert!(span <= crate::segment::PAGES - 9, "fits beside the tables");
+            assert!((span * PAGE_SIZE - OS_PAGE) / class_size(c) <= TABLE_SLOTS);
         }
     }
 }

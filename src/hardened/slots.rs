@@ -1,78 +1,138 @@
-//! Where a hardened slab keeps its state, out of the slab: per page
-//! index, a slot bitmap (a bit per block, set while the block is handed
-//! out) and a cache of free slots to hand out next, both in the segment
-//! header page; and how a pointer maps to its slot.
+//! Where a hardened slab keeps its free slots: out of the slab, in a slot
+//! table per slab in the segment's table pages; and how a pointer maps to
+//! its slot.
+//!
+//! A slot's table entry is `LIVE` while its block is handed out, and
+//! otherwise the next free slot of the slab (or `NO_SLOT`): the free list
+//! and the double-free state are one array, so a free is one compare and
+//! two stores, and no link ever sits in memory the program can write.
 
 use super::die;
+use crate::os::OS_PAGE;
 use crate::page::Page;
-use crate::segment::{PAGE_SHIFT, PAGE_SIZE, SEGMENT_SIZE, Segment};
-use crate::size_class::{CLASSES, class_size};
-use crate::sync::{AtomicU64, Ordering};
+use crate::segment::{PAGE_SHIFT, PAGE_SIZE, PAGES, SEGMENT_SIZE, Segment};
+use crate::size_class::class_size;
+use crate::sync::{AtomicU16, Ordering};
 use core::ptr;
 use static_assertions::const_assert;
 
-/// Slot bitmaps live in the segment header page, after the descriptors:
-/// 64 words (4096 slots, the most a slab can hold) per page index.
-const BITMAP_OFFSET: usize = 32 << 10;
-pub(super) const BITMAP_WORDS: usize = 64;
-const_assert!(core::mem::size_of::<Segment>() <= BITMAP_OFFSET);
-const_assert!(BITMAP_OFFSET + 64 * BITMAP_WORDS * 8 <= PAGE_SIZE);
+/// Table entry of a handed-out block.
+pub(super) const LIVE: u16 = u16::MAX;
+/// End of a slab's free list (and `Page::first_free` of a full slab).
+pub(crate) const NO_SLOT: u16 = u16::MAX - 1;
 
-/// `2^40 / size`, rounded up, per class: slot index = offset * r >> 40,
-/// exact for offsets below 2^20 (checked by multiplying back).
-static RECIPROCAL: [u64; CLASSES] = {
-    let mut r = [0u64; CLASSES];
+/// Slots a table holds: the most blocks a hardened slab has (16-byte
+/// blocks in a 64 KiB page less its guard; checked in `mod.rs` tests).
+pub(super) const TABLE_SLOTS: usize = 4096;
+const TABLE_BYTES: usize = TABLE_SLOTS * 2;
+const_assert!(TABLE_SLOTS <= NO_SLOT as usize);
+
+/// Segment pages 1..=8 of a hardened segment hold the tables of the slabs
+/// that start at pages 9..=63 (the table of page `idx` is at
+/// `(idx - 1) * 8 KiB`, so page 9's starts right after the header). The
+/// last OS page of page 8 is a guard: an underflow from the first slab
+/// faults rather than rewrite a table.
+pub(crate) const TABLE_PAGES: u64 = 0b1_1111_1110;
+const FIRST_SLAB_PAGE: usize = 9;
+const TABLES_END: usize = FIRST_SLAB_PAGE * PAGE_SIZE - OS_PAGE;
+const_assert!((FIRST_SLAB_PAGE - 1) * TABLE_BYTES == PAGE_SIZE);
+const_assert!((PAGES - 1) * TABLE_BYTES <= TABLES_END);
+const_assert!(TABLE_PAGES == ((1 << FIRST_SLAB_PAGE) - 1) & !1);
+
+/// The table of the slab whose head page is `idx` (at least 9).
+#[inline(always)]
+pub(super) fn table(seg: *mut Segment, idx: usize) -> *const AtomicU16 {
+    debug_assert!(idx >= FIRST_SLAB_PAGE);
+    (seg as usize + (idx - 1) * TABLE_BYTES) as *const AtomicU16
+}
+
+/// Makes the guard page after the tables of a fresh hardened segment.
+pub(crate) fn fence_tables(seg: *mut Segment) -> bool {
+    crate::os::protect_none((seg as usize + TABLES_END) as *mut u8, OS_PAGE)
+}
+
+/// Returns the tables of slab pages `[start, start+len)` to the OS with
+/// the pages themselves (a new slab writes its table whole).
+pub(crate) fn purge_tables(seg: *mut Segment, start: usize, len: usize) {
+    if start >= FIRST_SLAB_PAGE {
+        crate::os::purge(table(seg, start) as *mut u8, len * TABLE_BYTES);
+    }
+}
+
+/// Links all `cap` slots of a fresh slab into `table` in a random order
+/// (a Fisher-Yates shuffle, drawn from `rng`) and returns the first. The
+/// shuffle is built in the slab's first `2 * cap` bytes (zero, and ours),
+/// which are zeroed again after.
+///
+/// # Safety
+/// `table` and the slab at `start` belong to a slab of `cap` blocks of at
+/// least 16 bytes that is being set up by its owner.
+pub(super) unsafe fn link_all(
+    table: *const AtomicU16,
+    start: *mut u8,
+    cap: usize,
+    mut random: impl FnMut() -> u64,
+) -> u16 {
+    let order = start.cast::<u16>();
+    // SAFETY: `2 * cap` bytes of the slab, and `cap` table entries.
+    unsafe {
+        for i in 0..cap {
+            let j = (((random() >> 32) * (i as u64 + 1)) >> 32) as usize;
+            *order.add(i) = *order.add(j);
+            *order.add(j) = i as u16;
+        }
+        for k in 0..cap {
+            let next = if k + 1 < cap { *order.add(k + 1) } else { NO_SLOT };
+            (*table.add(*order.add(k) as usize)).store(next, Ordering::Relaxed);
+        }
+        let first = if cap == 0 { NO_SLOT } else { *order };
+        ptr::write_bytes(start, 0, cap * 2);
+        first
+    }
+}
+
+/// Makes `slot` the first free slot of `page` (slab at `start`): its
+/// number in `first_free`, and its block in `free`, so that allocation
+/// hands the block out without waiting on the table or a multiply.
+///
+/// # Safety
+/// Owner only; `slot` is a free slot of the slab, or `NO_SLOT`.
+#[inline(always)]
+pub(super) unsafe fn set_first(page: *mut Page, start: usize, slot: u16) {
+    // SAFETY: owner-only fields of a live page.
+    unsafe {
+        (*page).first_free = slot;
+        (*page).free = if slot == NO_SLOT {
+            ptr::null_mut()
+        } else {
+            (start + slot as usize * (*page).block_size as usize) as *mut _
+        };
+    }
+}
+
+/// `2^40 / size`, rounded up, per class (zero past the last class, whose
+/// descriptors hold no slab): slot index = offset * r >> 40, exact for
+/// offsets below 2^20 (checked by multiplying back).
+static RECIPROCAL: [u64; 256] = {
+    let mut r = [0u64; 256];
     let mut c = 0;
-    while c < CLASSES {
+    while c < crate::size_class::CLASSES {
         r[c] = (1u64 << 40).div_ceil(class_size(c) as u64);
         c += 1;
     }
     r
 };
 
-/// Page `idx`'s slot bitmap. Only the owner writes it; atomics (relaxed,
-/// plain moves on x86) because a remote free reads it to catch a double
-/// free early.
-pub(super) fn bitmap(seg: *mut Segment, idx: usize) -> *const AtomicU64 {
-    (seg as usize + BITMAP_OFFSET + idx * BITMAP_WORDS * 8) as *const AtomicU64
-}
-
-/// Sets (`used`) or clears `bit` in `word`: the owner's write.
-pub(super) fn set_bit(word: &AtomicU64, bit: u64, used: bool) {
-    let w = word.load(Ordering::Relaxed);
-    word.store(if used { w | bit } else { w & !bit }, Ordering::Relaxed);
-}
-
-/// Free slots waiting to be handed out, per slab page, in the segment
-/// header after the descriptors: a random pick from up to 63 free slots
-/// gathered at once from the bitmap, so most allocations skip the bitmap
-/// scan. A cached slot keeps its bit clear: a free of it is still seen as
-/// the double free it is. Refilled only when empty, so a slot freed
-/// meanwhile (bit cleared) cannot be cached twice.
-#[repr(C)]
-pub(super) struct SlotCache {
-    pub(super) len: u16,
-    pub(super) slots: [u16; 63],
-}
-
-const CACHE_OFFSET: usize = 16 << 10;
-const_assert!(core::mem::size_of::<Segment>() <= CACHE_OFFSET);
-const_assert!(CACHE_OFFSET + 64 * core::mem::size_of::<SlotCache>() <= BITMAP_OFFSET);
-
-pub(super) fn cache_of(seg: *mut Segment, idx: usize) -> *mut SlotCache {
-    (seg as usize + CACHE_OFFSET + idx * core::mem::size_of::<SlotCache>()) as *mut SlotCache
-}
-
 pub(super) fn segment_of_page(page: *mut Page) -> *mut Segment {
     (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
 }
 
-/// Where a small block lives: its slab's head descriptor and index, and
-/// its slot.
+/// Where a small block lives: its slab's head descriptor, its slot, and
+/// the slot's table entry.
 pub(super) struct Slot {
     pub(super) page: *mut Page,
-    pub(super) idx: usize,
-    pub(super) slot: usize,
+    entry: *const AtomicU16,
+    slot: u16,
 }
 
 impl Slot {
@@ -84,27 +144,34 @@ impl Slot {
     /// lies in it.
     #[inline(always)]
     pub(super) unsafe fn find(seg: *mut Segment, p: *mut u8) -> Option<Slot> {
+        let rel = p as usize - seg as usize;
         // SAFETY: the descriptors are in the mapped header; a head delta
-        // never points before page 1.
-        let (page, idx) = unsafe {
-            let at = (p as usize - seg as usize) >> PAGE_SHIFT;
-            let delta = (*Segment::page_ptr(seg, at)).head_delta as usize;
-            (Segment::page_ptr(seg, at - delta), at - delta)
-        };
-        // SAFETY: as above.
-        let (class, size, cap) = unsafe {
+        // never points before page 1. A descriptor that heads no slab has
+        // class `u8::MAX` (reciprocal 0) and capacity 0, so nothing in it
+        // passes the checks below.
+        let (page, idx, class, size, cap) = unsafe {
+            let at = rel >> PAGE_SHIFT;
+            let idx = at - (*Segment::page_ptr(seg, at)).head_delta as usize;
+            let page = Segment::page_ptr(seg, idx);
             (
+                page,
+                idx,
                 (*page).class as usize,
                 (*page).block_size as usize,
                 (*page).capacity as usize,
             )
         };
-        if class >= CLASSES {
+        let off = rel - (idx << PAGE_SHIFT);
+        let slot = ((off as u64 * RECIPROCAL[class]) >> 40) as usize;
+        if slot * size != off || slot >= cap {
             return None;
         }
-        let off = p as usize - (seg as usize + (idx << PAGE_SHIFT));
-        let slot = ((off as u64 * RECIPROCAL[class]) >> 40) as usize;
-        (slot * size == off && slot < cap).then_some(Slot { page, idx, slot })
+        Some(Slot {
+            page,
+            // SAFETY: `slot < capacity <= TABLE_SLOTS`: inside the table.
+            entry: unsafe { table(seg, idx).add(slot) },
+            slot: slot as u16,
+        })
     }
 
     /// Validates `p` (in registered small segment `seg`), or aborts.
@@ -117,27 +184,45 @@ impl Slot {
         }
     }
 
-    /// The bitmap word holding this slot's bit, and the bit.
-    pub(super) fn bit(&self) -> (&AtomicU64, u64) {
-        let seg = segment_of_page(self.page);
-        // SAFETY: inside the bitmap of page `idx`.
-        let word = unsafe { &*bitmap(seg, self.idx).add(self.slot / 64) };
-        (word, 1 << (self.slot % 64))
+    /// The slot's table entry.
+    #[inline(always)]
+    pub(super) fn entry(&self) -> &AtomicU16 {
+        // SAFETY: inside the table of a live slab (see `find`).
+        unsafe { &*self.entry }
     }
 
-    /// Clears the slot's bit, or aborts if it is already clear.
+    /// True while the block is handed out. Other threads may read it (a
+    /// racy early check); only the owner writes.
+    #[inline(always)]
+    pub(super) fn is_live(&self) -> bool {
+        self.entry().load(Ordering::Relaxed) == LIVE
+    }
+
+    /// Puts the slot at the head of its slab's free list, or aborts if it
+    /// is already free.
     ///
     /// # Safety
     /// Owner only.
     #[inline(always)]
     pub(super) unsafe fn release(&self, p: *mut u8) {
-        let (word, bit) = self.bit();
-        // SAFETY: owner-only bitmap and counters of a live page.
+        if !self.is_live() {
+            die(b"double free", p as usize);
+        }
+        // SAFETY: forwarded; the slot is live.
+        unsafe { self.push_free(p) }
+    }
+
+    /// Puts the live slot (block `p`) at the head of its slab's free list.
+    ///
+    /// # Safety
+    /// Owner only; the slot is live.
+    #[inline(always)]
+    pub(super) unsafe fn push_free(&self, p: *mut u8) {
+        // SAFETY: owner-only fields of a live page.
         unsafe {
-            if word.load(Ordering::Relaxed) & bit == 0 {
-                die(b"double free", p as usize);
-            }
-            set_bit(word, bit, false);
+            self.entry().store((*self.page).first_free, Ordering::Relaxed);
+            (*self.page).first_free = self.slot;
+            (*self.page).free = p.cast();
             (*self.page).used -= 1;
         }
     }
@@ -172,7 +257,7 @@ mod tests {
 
     #[test]
     fn reciprocal_division_is_exact() {
-        for (c, &r) in RECIPROCAL.iter().enumerate() {
+        for (c, &r) in RECIPROCAL[..crate::size_class::CLASSES].iter().enumerate() {
             let size = class_size(c) as u64;
             let mut off = 0u64;
             while off < (1 << 20) + size {
@@ -181,5 +266,35 @@ mod tests {
                 off += if size > 4096 { size / 3 } else { 7 };
             }
         }
+    }
+
+    #[test]
+    fn link_all_chains_every_slot_once() {
+        let cap = 300;
+        let table: Vec<AtomicU16> = (0..cap).map(|_| AtomicU16::new(LIVE)).collect();
+        let mut slab = vec![0u128; cap];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        // SAFETY: a table of `cap` entries and a slab of `cap` 16-byte blocks.
+        let first = unsafe {
+            link_all(table.as_ptr(), slab.as_mut_ptr().cast(), cap, || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            })
+        };
+        let mut seen = vec![false; cap];
+        let mut at = first;
+        let mut order = Vec::new();
+        while at != NO_SLOT {
+            assert!(!seen[at as usize], "slot {at} linked twice");
+            seen[at as usize] = true;
+            order.push(at);
+            at = table[at as usize].load(Ordering::Relaxed);
+        }
+        assert!(seen.iter().all(|&s| s), "every slot is linked");
+        assert!(slab.iter().all(|&w| w == 0), "the scratch is zeroed again");
+        let in_order = order.windows(2).filter(|w| w[1] == w[0] + 1).count();
+        assert!(in_order < cap / 10, "shuffled: {in_order} of {cap} in order");
     }
 }
