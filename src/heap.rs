@@ -115,6 +115,8 @@ pub(crate) struct Heap {
     /// When a hardened heap retires the emptied slabs it keeps (coarse ms
     /// clock; u64::MAX: none kept).
     pub(crate) retire_at: u64,
+    /// A hardened heap's cache of its own slab pages, for `free`.
+    pub(crate) known: crate::hardened::KnownPages,
 }
 
 /// A `Sync` wrapper for the few static pages and heaps.
@@ -144,6 +146,7 @@ impl Heap {
         hardened: false,
         rng: 0,
         retire_at: u64::MAX,
+        known: crate::hardened::KnownPages::EMPTY,
     };
 }
 
@@ -172,7 +175,8 @@ unsafe fn current(heap: *mut Heap, class: usize) -> *mut *mut Page {
 
 /// Re-establishes `current[class]` after its queue changed. A hardened
 /// heap keeps every `current` at `EMPTY_PAGE`, so its allocations always
-/// take the (hardened) slow path and the fast path needs no mode test.
+/// miss the fast path and reach `hardened::alloc` through `alloc_slow`:
+/// the fast path needs no mode test, and never pops from a hardened page.
 #[inline]
 unsafe fn refresh_current(heap: *mut Heap, class: usize) {
     // SAFETY: the caller has exclusive use of `heap`.
@@ -387,7 +391,7 @@ pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
         let seg = ((page as usize) & !(crate::segment::SEGMENT_SIZE - 1)) as *mut Segment;
         let span = (*page).span as usize;
         let idx = Segment::page_index(seg, page);
-        if (*heap).hardened && !crate::hardened::remove_guard(seg, idx, span) {
+        if (*heap).hardened && !crate::hardened::retire_slab(heap, seg, idx, span) {
             // The guard page could not be made writable again: leave the
             // pages out of use rather than hand out a slab with a hole.
             return;

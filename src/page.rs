@@ -32,9 +32,10 @@ impl Link for Block {
 #[repr(C, align(64))]
 pub(crate) struct Page {
     /// Blocks ready to hand out. Owner only. In a hardened slab, only the
-    /// first (the block of `first_free`): its link is in the slot table,
-    /// not in the block, so the default fast path must never see a
-    /// hardened page (a hardened heap's `current` stays `EMPTY_PAGE`).
+    /// first (the block of `first_free`, meaningless when that is
+    /// `NO_SLOT`): its link is in the slot table, not in the block, so the
+    /// default fast path must never pop from a hardened page (it does not:
+    /// a hardened heap's `current` stays `EMPTY_PAGE`).
     pub(crate) free: *mut Block,
     /// Blocks freed by the owner. Owner only.
     pub(crate) local_free: *mut Block,

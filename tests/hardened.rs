@@ -89,6 +89,30 @@ fn invalid_frees_abort() {
     });
     assert_aborted_with(&d, "invalid free", interior as usize);
 
+    // The same in a page the heap knows (a free there taught it the page,
+    // so the check starts from the heap's cache of its own pages).
+    // SAFETY: plain allocations, freed below.
+    let blocks: Vec<*mut u8> = (0..64)
+        .map(|_| unsafe { GLOBAL.alloc(layout(256)) })
+        .collect();
+    let (a, b) = blocks
+        .iter()
+        .flat_map(|&a| blocks.iter().map(move |&b| (a, b)))
+        .find(|&(a, b)| a != b && a as usize >> 16 == b as usize >> 16)
+        .expect("two blocks in one page");
+    let d = in_child(|| {
+        // SAFETY: `a` is freed once; then an interior pointer of `b`.
+        unsafe {
+            GLOBAL.dealloc(a, layout(256));
+            GLOBAL.dealloc(b.wrapping_add(16), layout(16));
+        }
+    });
+    assert_aborted_with(&d, "invalid free", b as usize + 16);
+    for p in blocks {
+        // SAFETY: each block freed once (in this process).
+        unsafe { GLOBAL.dealloc(p, layout(256)) };
+    }
+
     // SAFETY: a block of glibc's heap, not ours.
     let foreign = unsafe { libc::malloc(64) } as *mut u8;
     let d = in_child(|| {
@@ -260,14 +284,13 @@ fn overflow_past_a_slab_hits_its_guard_page() {
 fn underflow_before_the_first_slab_hits_the_slot_tables_guard() {
     let l = layout(4096);
     let d = in_child(|| {
-        // SAFETY: 960 blocks of 4 KiB fill more than one segment's slabs, so
-        // one slab starts at page 9 of a segment, right after the slot
-        // tables and their guard page; write one byte before it.
+        // SAFETY: 4 KiB blocks (kept, in this child) fill segments until a
+        // fresh one's first slab starts at its page 9, right after the slot
+        // tables and their guard page; write one byte before that block.
         unsafe {
-            let blocks: Vec<*mut u8> = (0..960).map(|_| GLOBAL.alloc(l)).collect();
-            let first = blocks
-                .iter()
-                .find(|&&p| p as usize % (4 << 20) == 9 * (64 << 10))
+            let first = (0..1 << 15)
+                .map(|_| GLOBAL.alloc(l))
+                .find(|&p| p as usize % (4 << 20) == 9 * (64 << 10))
                 .expect("a block at the start of a segment's first slab");
             first.sub(1).write_volatile(1);
         }

@@ -40,9 +40,11 @@ use crate::sync::{AtomicBool, Ordering};
 use crate::{registry, thread};
 use core::ptr;
 
+mod known;
 mod links;
 mod slots;
 
+pub(crate) use known::KnownPages;
 pub(crate) use links::{follow, link_of};
 use links::Sealed;
 pub(crate) use slots::{NO_SLOT, TABLE_PAGES, fence_tables, purge_tables};
@@ -118,8 +120,14 @@ pub(crate) unsafe fn init_slab(
     }
 }
 
-/// Makes a retired hardened slab's guard page usable again.
-pub(crate) fn remove_guard(seg: *mut Segment, idx: usize, span: usize) -> bool {
+/// Forgets a hardened slab being retired and makes its guard page usable
+/// again (false if it cannot be).
+///
+/// # Safety
+/// The slab at page `idx` of `seg` is `heap`'s, empty and out of its queue.
+pub(crate) unsafe fn retire_slab(heap: *mut Heap, seg: *mut Segment, idx: usize, span: usize) -> bool {
+    // SAFETY: our own heap.
+    unsafe { (*heap).known.forget(seg as usize + (idx << PAGE_SHIFT)) };
     os::protect_rw(guard_of(seg, idx, span), OS_PAGE)
 }
 
@@ -133,10 +141,10 @@ pub(crate) unsafe fn alloc(heap: *mut Heap, class: usize) -> *mut u8 {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
         let page = (*heap::queue(heap, class)).first;
-        if !page.is_null() && !(*page).free.is_null() {
-            return take(page);
+        if page.is_null() || (*page).first_free == NO_SLOT {
+            return alloc_refill(heap, class);
         }
-        alloc_refill(heap, class)
+        take(page)
     }
 }
 
@@ -177,7 +185,7 @@ unsafe fn alloc_refill(heap: *mut Heap, class: usize) -> *mut u8 {
         if !page.is_null() {
             collect_remote(page);
         }
-        if page.is_null() || (*page).free.is_null() {
+        if page.is_null() || (*page).first_free == NO_SLOT {
             page = find_page(heap, class);
             if page.is_null() {
                 return ptr::null_mut();
@@ -195,7 +203,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
             let mut page = (*heap::queue(heap, class)).first;
             while !page.is_null() {
                 collect_remote(page);
-                if !(*page).free.is_null() {
+                if (*page).first_free != NO_SLOT {
                     return page;
                 }
                 if !(*page).try_park_full() {
@@ -221,7 +229,7 @@ unsafe fn find_page(heap: *mut Heap, class: usize) -> *mut Page {
             let first = (*heap::queue(heap, class)).first;
             if !first.is_null() {
                 collect_remote(first);
-                if !(*first).free.is_null() {
+                if (*first).first_free != NO_SLOT {
                     return first;
                 }
             }
@@ -280,10 +288,8 @@ pub(crate) fn seed(heap: *mut Heap) {
     }
 }
 
-/// Frees `p`, which may be anything: it is validated first.
-///
-/// Every call out of here is a tail call or does not return, so the
-/// common case needs no saved registers.
+/// Frees `p`, which may be anything: it is validated first, against the
+/// heap's known pages (see `known`) or else all the way.
 ///
 /// # Safety
 /// None beyond the process being sane; a bad `p` aborts.
@@ -291,6 +297,28 @@ pub(crate) unsafe fn free(p: *mut u8) {
     // Our mapping's provenance: the block is zeroed in full, past the
     // caller's layout (see `heap::block_at`).
     let p = heap::block_at(p).cast::<u8>();
+    let heap = thread::current_heap();
+    // SAFETY: a known page is a live slab of this heap, and `slot` checked
+    // `p` is a handed-out block of it (see `known`); anything else goes
+    // through every check.
+    unsafe {
+        let Some(slot) = (*heap).known.slot(p) else {
+            return free_checked(p, heap);
+        };
+        slot.push_free(p);
+        let size = (*slot.page).block_size as usize;
+        if size > 64 {
+            return zero_and_settle(heap, slot.page, p, size);
+        }
+        zero_block(p, size);
+        after_local_free(heap, slot.page);
+    }
+}
+
+/// Frees `p`, which is not a live block of a page `heap` knows: checks it
+/// all the way, and learns its page if it is the heap's own.
+#[inline(never)]
+unsafe fn free_checked(p: *mut u8, heap: *mut Heap) {
     let seg = segment_of(p);
     // Null masks to a chunk past the address space, so it is reported
     // here like any wild pointer.
@@ -304,16 +332,15 @@ pub(crate) unsafe fn free(p: *mut u8) {
             return free_large(seg, p);
         }
         let slot = Slot::of(seg, p);
-        let heap = thread::current_heap();
         if (*seg).header.owner.load(Ordering::Relaxed) != heap {
             return free_remote(seg, p, heap);
         }
         slot.release(p);
-        let size = (*slot.page).block_size as usize;
-        if size > 64 {
-            return zero_and_settle(heap, slot.page, p, size);
+        let start = p as usize & !(PAGE_SIZE - 1);
+        if start == crate::segment::slab_start(slot.page) as usize {
+            (*heap).known.learn(slot.page, start);
         }
-        zero_block(p, size);
+        zero_block(p, (*slot.page).block_size as usize);
         after_local_free(heap, slot.page);
     }
 }

@@ -93,7 +93,9 @@ pub(super) unsafe fn link_all(
 
 /// Makes `slot` the first free slot of `page` (slab at `start`): its
 /// number in `first_free`, and its block in `free`, so that allocation
-/// hands the block out without waiting on the table or a multiply.
+/// hands the block out without waiting on the table or a multiply. With
+/// `NO_SLOT`, `free` is left pointing past the slab: unused, since
+/// allocation tests `first_free`.
 ///
 /// # Safety
 /// Owner only; `slot` is a free slot of the slab, or `NO_SLOT`.
@@ -102,18 +104,14 @@ pub(super) unsafe fn set_first(page: *mut Page, start: usize, slot: u16) {
     // SAFETY: owner-only fields of a live page.
     unsafe {
         (*page).first_free = slot;
-        (*page).free = if slot == NO_SLOT {
-            ptr::null_mut()
-        } else {
-            (start + slot as usize * (*page).block_size as usize) as *mut _
-        };
+        (*page).free = (start + slot as usize * (*page).block_size as usize) as *mut _;
     }
 }
 
 /// `2^40 / size`, rounded up, per class (zero past the last class, whose
 /// descriptors hold no slab): slot index = offset * r >> 40, exact for
 /// offsets below 2^20 (checked by multiplying back).
-static RECIPROCAL: [u64; 256] = {
+pub(super) static RECIPROCAL: [u64; 256] = {
     let mut r = [0u64; 256];
     let mut c = 0;
     while c < crate::size_class::CLASSES {
@@ -172,6 +170,15 @@ impl Slot {
             entry: unsafe { table(seg, idx).add(slot) },
             slot: slot as u16,
         })
+    }
+
+    /// A slot from its parts (see `known`).
+    pub(super) fn from_parts(page: *mut Page, entry: *const AtomicU16, slot: usize) -> Slot {
+        Slot {
+            page,
+            entry,
+            slot: slot as u16,
+        }
     }
 
     /// Validates `p` (in registered small segment `seg`), or aborts.

@@ -1,0 +1,97 @@
+//! A hardened heap's cache of its own slab pages, by page index: what a
+//! free needs to validate a pointer into one of them without the registry,
+//! the segment header or the page descriptors.
+//!
+//! An entry whose `start` equals a pointer's 64 KiB page is proof that the
+//! pointer lies in the first page of a live slab owned by this heap: an
+//! entry is written only by the owner, after a free fully validated as
+//! local (`learn`), and cleared when the slab is retired (`forget`) or
+//! the heap gives up its segments (the heap is reset). The slot itself is
+//! still checked exactly (offset, capacity, `LIVE`) on every free.
+
+use super::slots::{RECIPROCAL, Slot, table};
+use crate::page::Page;
+use crate::segment::{PAGE_SHIFT, PAGE_SIZE, SEGMENT_SIZE, Segment};
+use crate::sync::AtomicU16;
+
+const ENTRIES: usize = 64;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Known {
+    /// The slab's first byte (64 KiB-aligned), or `NONE`.
+    start: usize,
+    page: *mut Page,
+    table: *const AtomicU16,
+    recip: u64,
+}
+
+/// Never a page start (those are 64 KiB-aligned).
+const NONE: usize = usize::MAX;
+
+#[repr(C)]
+pub(crate) struct KnownPages([Known; ENTRIES]);
+
+impl KnownPages {
+    pub(crate) const EMPTY: KnownPages = KnownPages(
+        [Known {
+            start: NONE,
+            page: core::ptr::null_mut(),
+            table: core::ptr::null(),
+            recip: 0,
+        }; ENTRIES],
+    );
+
+    fn entry(&mut self, start: usize) -> &mut Known {
+        &mut self.0[(start >> PAGE_SHIFT) % ENTRIES]
+    }
+
+    /// The slot of `p` if `p` lies in a known page and is exactly the start
+    /// of a block that is handed out; None sends the caller to the full
+    /// check (which also reports what is wrong).
+    #[inline(always)]
+    pub(super) fn slot(&mut self, p: *mut u8) -> Option<Slot> {
+        let start = p as usize & !(PAGE_SIZE - 1);
+        let k = *self.entry(start);
+        if k.start != start {
+            return None;
+        }
+        let off = p as usize - start;
+        let slot = ((off as u64 * k.recip) >> 40) as usize;
+        // SAFETY: a known page is a live slab of ours (see the module doc):
+        // its descriptor is mapped, and `slot < capacity` keeps the entry
+        // inside its table.
+        unsafe {
+            if slot * (*k.page).block_size as usize != off || slot >= (*k.page).capacity as usize {
+                return None;
+            }
+            let s = Slot::from_parts(k.page, k.table.add(slot), slot);
+            s.is_live().then_some(s)
+        }
+    }
+
+    /// Remembers `page`, a slab of ours that starts at `start`.
+    ///
+    /// # Safety
+    /// `page` is a live hardened slab of the caller's heap (its head
+    /// descriptor), whose first byte is `start`.
+    pub(super) unsafe fn learn(&mut self, page: *mut Page, start: usize) {
+        let seg = (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment;
+        // SAFETY: forwarded: a live slab's descriptor.
+        let class = unsafe { (*page).class } as usize;
+        *self.entry(start) = Known {
+            start,
+            page,
+            table: table(seg, Segment::page_index(seg, page)),
+            recip: RECIPROCAL[class],
+        };
+    }
+
+    /// Forgets the slab that starts at `start` (it is being retired).
+    pub(super) fn forget(&mut self, start: usize) {
+        let k = self.entry(start);
+        if k.start == start {
+            k.start = NONE;
+        }
+    }
+}
