@@ -137,7 +137,7 @@ pub(crate) unsafe fn is_block(large: *mut Large, p: *mut u8) -> bool {
 }
 
 /// Writes the header, registers and counts a live large block; null (the
-/// mapping given back) if the registry cannot be mapped.
+/// mapping given back) if the registry cannot hold its address.
 unsafe fn finish(base: *mut u8, map_len: usize, offset: usize) -> *mut u8 {
     if !registry::insert(base as usize) {
         os::unmap(base, map_len);
@@ -238,8 +238,8 @@ pub(crate) unsafe fn realloc(large: *mut Large, new_size: usize) -> *mut u8 {
             return ptr::null_mut();
         }
         registry::remove(base as usize);
-        // The target chunk is free (we just mapped it), so its bit is clear
-        // and setting it cannot fail once the bitmap exists.
+        // The target was mapped in the 47-bit space like every mapping of
+        // ours, so setting its bit cannot fail.
         registry::insert(target as usize);
         let moved = target.cast::<Large>();
         (*moved).map_len = new_len;
