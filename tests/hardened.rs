@@ -137,6 +137,56 @@ fn invalid_frees_abort() {
     }
 }
 
+/// Frees start from the heap's cache of its own slab pages, which reads the
+/// page's descriptor: an entry must not outlive its segment. Here 16
+/// segments' worth of 2 KiB blocks are freed, so the segments that held
+/// only these blocks are released (past the segment cache's 8: unmapped);
+/// the last block freed, whose page the heap knew, is then freed again. It must be reported as an invalid free; with the entry
+/// still cached the free would read the unmapped descriptor (SIGSEGV).
+#[test]
+fn a_released_segment_leaves_the_known_pages() {
+    let d = in_child(|| {
+        // 30 blocks a slab, 55 slabs a hardened segment.
+        const N: usize = 16 * 55 * 30;
+        let mut blocks = [std::ptr::null_mut::<u8>(); N];
+        // SAFETY: plain allocations, each freed once, then the last one a
+        // second time on purpose.
+        unsafe {
+            for b in blocks.iter_mut() {
+                *b = GLOBAL.alloc(layout(2048));
+            }
+            // Segments in the order they were filled (no allocation here:
+            // it could land in one of them); those after the first two
+            // hold only these blocks.
+            let mut segments = [0usize; 32];
+            let mut n = 0;
+            for &p in &blocks {
+                let seg = p as usize >> 22;
+                if n == 0 || segments[n - 1] != seg {
+                    segments[n] = seg;
+                    n += 1;
+                }
+            }
+            let fresh = &segments[2..n];
+            // Newest first, so a segment's last slab to empty is not the
+            // first page of its class queue (which is kept when empty).
+            let mut last = std::ptr::null_mut();
+            for &p in blocks.iter().rev() {
+                if fresh.contains(&(p as usize >> 22)) {
+                    GLOBAL.dealloc(p, layout(2048));
+                    last = p;
+                }
+            }
+            GLOBAL.dealloc(last, layout(2048));
+        }
+    });
+    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
+    assert!(
+        d.stderr.starts_with("mapalloc: invalid free of 0x"),
+        "{d:?}"
+    );
+}
+
 /// What an attacker corrupting a free-list link needs is a write into a
 /// freed block. Hardened mode keeps no links in blocks the owner freed
 /// (blocks waiting on a cross-thread list hold a sealed one, tested below)

@@ -7,7 +7,11 @@
 //! entry is written only by the owner, after a free fully validated as
 //! local (`learn`), and cleared when the slab is retired (`forget`) or
 //! the heap gives up its segments (the heap is reset). The slot itself is
-//! still checked exactly (offset, capacity, `LIVE`) on every free.
+//! still checked exactly (offset, capacity, `LIVE`) on every free, with
+//! the size and capacity read from the descriptor, so what `forget`
+//! guards against is an entry outliving its segment: a free through it
+//! would read a descriptor that is unmapped, or another heap's.
+//! (`tests/hardened.rs`: a_released_segment_leaves_the_known_pages.)
 
 use super::slots::{RECIPROCAL, Slot, table};
 use crate::page::Page;
