@@ -30,12 +30,34 @@ impl MapAlloc {
         Self { hardened: true }
     }
 
-    /// For `hardened()`, switches the process to hardened mode before its
-    /// first allocation. `self` is a constant static, so for `new()` this
-    /// folds away.
+    /// The mode this allocator asks for. `self` is a constant static, so
+    /// this folds to a constant.
     #[inline(always)]
-    fn choose_mode(&self) {
-        if self.hardened && !crate::hardened::enabled() {
+    fn mode(&self) -> Mode {
+        if self.hardened {
+            Mode::Hardened
+        } else {
+            Mode::AsConfigured
+        }
+    }
+}
+
+/// The mode an allocation asks for. `MapAlloc::hardened()` asks for
+/// hardened mode, which the first allocation of the process switches on:
+/// every first allocation (of a thread, or of a large block) takes a slow
+/// path, where the request is honoured before any heap or mapping is made,
+/// so the fast path carries no test of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Hardened if `MAPALLOC_HARDENED=1` (or a hardened allocator ran first).
+    AsConfigured,
+    Hardened,
+}
+
+impl Mode {
+    /// Switches hardened mode on if asked (only before the first heap).
+    pub(crate) fn apply(self) {
+        if self == Mode::Hardened && !crate::hardened::enabled() {
             crate::hardened::enable();
         }
     }
@@ -43,12 +65,12 @@ impl MapAlloc {
 
 /// Allocates `size` bytes aligned to `align` (a power of two).
 #[inline(always)]
-pub(crate) fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
+pub(crate) fn alloc(size: usize, align: usize, zero: Zero, mode: Mode) -> *mut u8 {
     if align <= MIN_ALIGN && size <= SMALL_MAX {
         // SAFETY: the thread's own heap, a size the slabs serve.
-        return unsafe { heap::alloc_small(crate::thread::current_heap(), size, zero) };
+        return unsafe { heap::alloc_small(crate::thread::current_heap(), size, zero, mode) };
     }
-    alloc_aligned(size, align, zero)
+    alloc_aligned(size, align, zero, mode)
 }
 
 /// Over-aligned or large requests. A size rounded up to a multiple of the
@@ -56,7 +78,8 @@ pub(crate) fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
 /// pages are 64 KiB-aligned and class sizes keep the power-of-two factor;
 /// see `size_class` tests), so alignments up to a slab page stay in slabs.
 #[inline(never)]
-fn alloc_aligned(size: usize, align: usize, zero: Zero) -> *mut u8 {
+fn alloc_aligned(size: usize, align: usize, zero: Zero, mode: Mode) -> *mut u8 {
+    mode.apply();
     if align <= PAGE_SIZE {
         // `max(1)`: a zero size would round to zero and land in the
         // 16-byte class, whatever the alignment.
@@ -64,7 +87,9 @@ fn alloc_aligned(size: usize, align: usize, zero: Zero) -> *mut u8 {
             && rounded <= SMALL_MAX
         {
             // SAFETY: as in `alloc`.
-            return unsafe { heap::alloc_small(crate::thread::current_heap(), rounded, zero) };
+            return unsafe {
+                heap::alloc_small(crate::thread::current_heap(), rounded, zero, mode)
+            };
         }
     }
     // SAFETY: `align` is a power of two (Layout's guarantee).
@@ -118,7 +143,8 @@ pub(crate) unsafe fn realloc(
                 return p;
             }
         }
-        let q = alloc(new_size, align, Zero::No);
+        // A block exists, so the mode is settled.
+        let q = alloc(new_size, align, Zero::No, Mode::AsConfigured);
         if !q.is_null() {
             ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
             heap::free(p);
@@ -133,14 +159,12 @@ pub(crate) unsafe fn realloc(
 unsafe impl GlobalAlloc for MapAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.choose_mode();
-        alloc(layout.size(), layout.align(), Zero::No)
+        alloc(layout.size(), layout.align(), Zero::No, self.mode())
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.choose_mode();
-        alloc(layout.size(), layout.align(), Zero::Yes)
+        alloc(layout.size(), layout.align(), Zero::Yes, self.mode())
     }
 
     #[inline]

@@ -6,6 +6,7 @@
 //! heap's thread, with two exceptions that are atomics: a page's
 //! `thread_free` and a segment's `delayed_free`/`owner`.
 
+use crate::global::Mode;
 use crate::lockfree::Pushed;
 use crate::os;
 use crate::page::{Block, Page};
@@ -195,7 +196,7 @@ unsafe fn refresh_current(heap: *mut Heap, class: usize) {
 /// # Safety
 /// `heap` is the calling thread's heap (or a sentinel); `size <= SMALL_MAX`.
 #[inline(always)]
-pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero) -> *mut u8 {
+pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero, mode: Mode) -> *mut u8 {
     let class = class_of(size);
     // SAFETY: `current[class]` is always a valid page (EMPTY_PAGE at worst)
     // owned by this thread; a non-null `free` is a block of that page.
@@ -211,7 +212,7 @@ pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero) -> *m
         let swap = free.is_null();
         let block = core::hint::select_unpredictable(swap, local, free);
         if block.is_null() {
-            return alloc_slow(heap, class, zero);
+            return alloc_slow(heap, class, zero, mode);
         }
         (*page).local_free = core::hint::select_unpredictable(swap, ptr::null_mut(), local);
         (*page).free = (*block).next;
@@ -415,7 +416,7 @@ pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
 /// Finds a page with a free block for `class` and pops one.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
+unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero, mode: Mode) -> *mut u8 {
     // SAFETY: `heap` is the calling thread's heap or a sentinel; the
     // sentinels are dispatched before any field is written (their
     // `hardened` is false). A hardened heap comes here on every allocation,
@@ -425,6 +426,8 @@ unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
             return crate::hardened::alloc(heap, class);
         }
         if thread::is_sentinel(heap) {
+            // The thread's first allocation: before its heap is made.
+            mode.apply();
             return thread::alloc_without_heap(heap, class_size(class), zero);
         }
         alloc_from(heap, class, zero)

@@ -12,13 +12,13 @@ use crate::segment::{Kind, segment_of};
 /// `size` bytes aligned to `align` (a power of two), or null.
 #[inline]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
-    global::alloc(size, align, Zero::No)
+    global::alloc(size, align, Zero::No, global::Mode::AsConfigured)
 }
 
 /// As `alloc`, reading as zero.
 #[inline]
 pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    global::alloc(size, align, Zero::Yes)
+    global::alloc(size, align, Zero::Yes, global::Mode::AsConfigured)
 }
 
 /// True if `p` lies in a segment of ours, or is the block of a large
