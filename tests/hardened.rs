@@ -137,6 +137,41 @@ fn invalid_frees_abort() {
     }
 }
 
+/// The heap's cache of its own slab pages also holds each slab's layout
+/// (its block size, as a divisor): a retired slab must leave it, or a new
+/// slab in the same page is checked against the old layout. Page P first
+/// holds 2 KiB blocks, is retired, then holds only live 128-byte blocks;
+/// `q`, 2 KiB into P, is slot 1 in the old layout and slot 16 in the new.
+/// Freed twice, it must be reported: with P's old entry still cached, the
+/// first free would release slot 1 and the second would go through.
+#[test]
+fn a_retired_slab_leaves_the_known_pages() {
+    let d = in_child(|| {
+        // SAFETY: plain allocations; `q` is freed twice on purpose.
+        unsafe {
+            let hold = GLOBAL.alloc(layout(48)); // keeps the segment alive
+            let a = GLOBAL.alloc(layout(2048));
+            let page = a as usize & !0xffff;
+            GLOBAL.dealloc(a, layout(2048)); // the heap learns P
+            mapalloc::collect(); // P is empty: retired
+            // Every slot of the new slab handed out (480 blocks of 128 bytes
+            // in 60 KiB), so each table entry says LIVE.
+            let in_page = (0..100_000)
+                .map(|_| GLOBAL.alloc(layout(128)))
+                .filter(|&p| p as usize & !0xffff == page)
+                .take(480)
+                .count();
+            assert_eq!(in_page, 480, "P reused for 128-byte blocks");
+            let q = (page + 2048) as *mut u8;
+            GLOBAL.dealloc(q, layout(128));
+            GLOBAL.dealloc(q, layout(128));
+            let _ = hold;
+        }
+    });
+    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
+    assert!(d.stderr.starts_with("mapalloc: double free of 0x"), "{d:?}");
+}
+
 /// Frees start from the heap's cache of its own slab pages, which reads the
 /// page's descriptor: an entry must not outlive its segment. Here 16
 /// segments' worth of 2 KiB blocks are freed, so the segments that held

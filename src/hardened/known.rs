@@ -8,12 +8,13 @@
 //! local (`learn`), and cleared when the slab is retired (`forget`) or
 //! the heap gives up its segments (the heap is reset). The slot itself is
 //! still checked exactly (offset, capacity, `LIVE`) on every free, with
-//! the size and capacity read from the descriptor, so what `forget`
-//! guards against is an entry outliving its segment: a free through it
-//! would read a descriptor that is unmapped, or another heap's.
+//! the capacity read from the descriptor, so what `forget` guards against
+//! is an entry outliving its slab: a free through it would check against
+//! another slab's layout, or read a descriptor that is unmapped, or
+//! another heap's.
 //! (`tests/hardened.rs`: a_released_segment_leaves_the_known_pages.)
 
-use super::slots::{RECIPROCAL, Slot, table};
+use super::slots::{DIVISORS, Divisor, Slot, table};
 use crate::page::Page;
 use crate::segment::{PAGE_SHIFT, PAGE_SIZE, SEGMENT_SIZE, Segment};
 use crate::sync::AtomicU16;
@@ -27,7 +28,7 @@ struct Known {
     start: usize,
     page: *mut Page,
     table: *const AtomicU16,
-    recip: u64,
+    divisor: Divisor,
 }
 
 /// Never a page start (those are 64 KiB-aligned).
@@ -42,7 +43,10 @@ impl KnownPages {
             start: NONE,
             page: core::ptr::null_mut(),
             table: core::ptr::null(),
-            recip: 0,
+            divisor: Divisor {
+                inverse: 0,
+                twos: 0,
+            },
         }; ENTRIES],
     );
 
@@ -60,13 +64,12 @@ impl KnownPages {
         if k.start != start {
             return None;
         }
-        let off = p as usize - start;
-        let slot = ((off as u64 * k.recip) >> 40) as usize;
+        let slot = k.divisor.slot(p as usize - start);
         // SAFETY: a known page is a live slab of ours (see the module doc):
-        // its descriptor is mapped, and `slot < capacity` keeps the entry
-        // inside its table.
+        // its descriptor is mapped, and `slot < capacity` (which also
+        // means `p` is a slot's start) keeps the entry inside its table.
         unsafe {
-            if slot * (*k.page).block_size as usize != off || slot >= (*k.page).capacity as usize {
+            if slot >= (*k.page).capacity as usize {
                 return None;
             }
             let s = Slot::from_parts(k.page, k.table.add(slot), slot);
@@ -87,7 +90,7 @@ impl KnownPages {
             start,
             page,
             table: table(seg, Segment::page_index(seg, page)),
-            recip: RECIPROCAL[class],
+            divisor: DIVISORS[class],
         };
     }
 

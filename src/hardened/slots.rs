@@ -108,17 +108,51 @@ pub(super) unsafe fn set_first(page: *mut Page, start: usize, slot: u16) {
     }
 }
 
-/// `2^40 / size`, rounded up, per class (zero past the last class, whose
-/// descriptors hold no slab): slot index = offset * r >> 40, exact for
-/// offsets below 2^20 (checked by multiplying back).
-pub(super) static RECIPROCAL: [u64; 256] = {
-    let mut r = [0u64; 256];
+/// Exact division by a class's block size, and the test that it is exact,
+/// in one multiply and one rotate (Hacker's Delight, 10-16): with `size =
+/// odd << twos` and `inverse` the inverse of `odd` modulo 2^64,
+/// `(off * inverse).rotate_right(twos)` is `off / size` when `size`
+/// divides `off`, and above `u64::MAX / size` (so above every slab's
+/// capacity) when it does not. A slot check is then `slot < capacity`.
+#[derive(Clone, Copy)]
+pub(super) struct Divisor {
+    pub(super) inverse: u64,
+    pub(super) twos: u32,
+}
+
+impl Divisor {
+    /// `off / size` if `size` divides `off`, else a value above any
+    /// capacity. The divisor of a descriptor that heads no slab (class
+    /// `u8::MAX`) maps everything to 0, which its capacity 0 refuses.
+    #[inline(always)]
+    pub(super) fn slot(self, off: usize) -> usize {
+        (off as u64).wrapping_mul(self.inverse).rotate_right(self.twos) as usize
+    }
+
+    const fn of(size: u64) -> Divisor {
+        let twos = size.trailing_zeros();
+        let odd = size >> twos;
+        // Newton's iteration: an odd number is its own inverse to 3 bits,
+        // and each step doubles the bits that are right.
+        let mut inverse = odd;
+        let mut i = 0;
+        while i < 5 {
+            inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+            i += 1;
+        }
+        Divisor { inverse, twos }
+    }
+}
+
+/// Per class (past the last: zero, for descriptors that head no slab).
+pub(super) static DIVISORS: [Divisor; 256] = {
+    let mut d = [Divisor { inverse: 0, twos: 0 }; 256];
     let mut c = 0;
     while c < crate::size_class::CLASSES {
-        r[c] = (1u64 << 40).div_ceil(class_size(c) as u64);
+        d[c] = Divisor::of(class_size(c) as u64);
         c += 1;
     }
-    r
+    d
 };
 
 pub(super) fn segment_of_page(page: *mut Page) -> *mut Segment {
@@ -145,9 +179,9 @@ impl Slot {
         let rel = p as usize - seg as usize;
         // SAFETY: the descriptors are in the mapped header; a head delta
         // never points before page 1. A descriptor that heads no slab has
-        // class `u8::MAX` (reciprocal 0) and capacity 0, so nothing in it
-        // passes the checks below.
-        let (page, idx, class, size, cap) = unsafe {
+        // class `u8::MAX` and capacity 0, so nothing in it passes the
+        // check below.
+        let (page, idx, class, cap) = unsafe {
             let at = rel >> PAGE_SHIFT;
             let idx = at - (*Segment::page_ptr(seg, at)).head_delta as usize;
             let page = Segment::page_ptr(seg, idx);
@@ -155,13 +189,11 @@ impl Slot {
                 page,
                 idx,
                 (*page).class as usize,
-                (*page).block_size as usize,
                 (*page).capacity as usize,
             )
         };
-        let off = rel - (idx << PAGE_SHIFT);
-        let slot = ((off as u64 * RECIPROCAL[class]) >> 40) as usize;
-        if slot * size != off || slot >= cap {
+        let slot = DIVISORS[class].slot(rel - (idx << PAGE_SHIFT));
+        if slot >= cap {
             return None;
         }
         Some(Slot {
@@ -263,16 +295,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reciprocal_division_is_exact() {
-        for (c, &r) in RECIPROCAL[..crate::size_class::CLASSES].iter().enumerate() {
-            let size = class_size(c) as u64;
-            let mut off = 0u64;
-            while off < (1 << 20) + size {
-                let q = (off * r) >> 40;
-                assert_eq!(q, off / size, "class {c} offset {off}");
-                off += if size > 4096 { size / 3 } else { 7 };
+    fn divisors_divide_exactly_and_refuse_the_rest() {
+        for (c, &d) in DIVISORS[..crate::size_class::CLASSES].iter().enumerate() {
+            let size = class_size(c);
+            let step = if size > 4096 { size / 3 } else { 7 };
+            let mut off = 0;
+            while off < (1 << 21) + size {
+                let slot = d.slot(off);
+                if off % size == 0 {
+                    assert_eq!(slot, off / size, "class {c} offset {off}");
+                } else {
+                    assert!(slot > TABLE_SLOTS, "class {c} offset {off}: {slot}");
+                }
+                off += step;
+            }
+            for k in [0, 1, 2, 100, TABLE_SLOTS - 1] {
+                assert_eq!(d.slot(k * size), k, "class {c} slot {k}");
             }
         }
+        assert_eq!(DIVISORS[255].slot(12345), 0);
     }
 
     #[test]
