@@ -46,6 +46,9 @@ fn mapping_len(offset: usize, size: usize) -> Option<usize> {
 /// None beyond Rust's: returns null or a block of `size` bytes aligned to
 /// `align` (a power of two).
 pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
+    // First: it reads `MAPALLOC_HARDENED`, which must hold for the
+    // process's first allocation too, even if that one is large.
+    crate::thread::process_init();
     if crate::hardened::enabled() {
         return alloc_guarded(size, align);
     }
@@ -53,7 +56,6 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
     let Some(len) = mapping_len(offset, size) else {
         return ptr::null_mut();
     };
-    crate::thread::process_init();
     purge_expired(os::now_ms());
     if align <= SEGMENT_SIZE
         && let Some((base, map_len)) = CACHE.take(len)
@@ -94,7 +96,6 @@ fn alloc_guarded(size: usize, align: usize) -> *mut u8 {
     let Some(len) = mapping_len(offset, body).and_then(|l| l.checked_add(OS_PAGE)) else {
         return ptr::null_mut();
     };
-    crate::thread::process_init();
     let base = if align <= SEGMENT_SIZE {
         os::map_aligned(len, SEGMENT_SIZE, 0)
     } else {

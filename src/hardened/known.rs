@@ -50,17 +50,18 @@ impl KnownPages {
         }; ENTRIES],
     );
 
-    fn entry(&mut self, start: usize) -> &mut Known {
-        &mut self.0[(start >> PAGE_SHIFT) % ENTRIES]
+    fn index(start: usize) -> usize {
+        (start >> PAGE_SHIFT) % ENTRIES
     }
 
     /// The slot of `p` if `p` lies in a known page and is exactly the start
     /// of a block that is handed out; None sends the caller to the full
-    /// check (which also reports what is wrong).
+    /// check (which also reports what is wrong). Reads only: a thread
+    /// without a heap reads a shared sentinel's (empty) cache.
     #[inline(always)]
-    pub(super) fn slot(&mut self, p: *mut u8) -> Option<Slot> {
+    pub(super) fn slot(&self, p: *mut u8) -> Option<Slot> {
         let start = p as usize & !(PAGE_SIZE - 1);
-        let k = *self.entry(start);
+        let k = self.0[Self::index(start)];
         if k.start != start {
             return None;
         }
@@ -86,7 +87,7 @@ impl KnownPages {
         let seg = (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment;
         // SAFETY: forwarded: a live slab's descriptor.
         let class = unsafe { (*page).class } as usize;
-        *self.entry(start) = Known {
+        self.0[Self::index(start)] = Known {
             start,
             page,
             table: table(seg, Segment::page_index(seg, page)),
@@ -96,7 +97,7 @@ impl KnownPages {
 
     /// Forgets the slab that starts at `start` (it is being retired).
     pub(super) fn forget(&mut self, start: usize) {
-        let k = self.entry(start);
+        let k = &mut self.0[Self::index(start)];
         if k.start == start {
             k.start = NONE;
         }
