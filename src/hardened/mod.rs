@@ -20,10 +20,13 @@
 //!   again; a write through a dangling pointer (what corrupting a free-list
 //!   link would take) aborts.
 //! * **Pointer validation before any header is trusted**: the registry,
-//!   the segment kind, the page's class and the exact slot offset; a wild,
-//!   foreign, stack or interior pointer aborts as an invalid free.
+//!   the segment kind and owner, the page's class and the exact slot
+//!   offset (or, for a page the heap already knows, its cached entry and
+//!   the exact slot); a wild, foreign, stack or interior pointer aborts as
+//!   an invalid free.
 //! * **Double-free detection**: the slot's table entry must say `LIVE`.
-//! * **Guard pages** (`PROT_NONE`) after every slab and every large block,
+//! * **Guard pages** (`PROT_NONE`) after every slab, before a segment's
+//!   first slab (ending the slot tables), and after every large block,
 //!   which ends right at its guard: a linear overflow faults.
 //!
 //! In the default mode none of this runs: allocation is routed here by the
