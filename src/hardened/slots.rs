@@ -300,7 +300,8 @@ mod tests {
             let size = class_size(c);
             let step = if size > 4096 { size / 3 } else { 7 };
             let mut off = 0;
-            while off < (1 << 21) + size {
+            // Past the largest slab: 17 pages of 64 KiB.
+            while off < 17 * PAGE_SIZE + size {
                 let slot = d.slot(off);
                 if off % size == 0 {
                     assert_eq!(slot, off / size, "class {c} offset {off}");
