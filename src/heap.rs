@@ -201,6 +201,11 @@ pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero, mode:
     // SAFETY: `current[class]` is always a valid page (EMPTY_PAGE at worst)
     // owned by this thread; a non-null `free` is a block of that page.
     unsafe {
+        // A constant: `MapAlloc::hardened()` goes straight to hardened
+        // mode; for `MapAlloc::new()` this folds away.
+        if mode == Mode::Hardened {
+            return alloc_hardened(heap, class, zero);
+        }
         let page = *current(heap, class);
         // When `free` runs dry the owner's own frees (`local_free`) are
         // next. Chosen with selects, not a branch: with random sizes a
@@ -409,6 +414,21 @@ pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
         } else {
             (*heap).purge_at = (*heap).purge_at.min((*seg).purge_at);
             maybe_purge(heap, now);
+        }
+    }
+}
+
+/// An allocation by `MapAlloc::hardened()`: hardened mode's, once the
+/// thread has its heap (a hardened one); before, the slow path makes the
+/// heap and switches the mode on.
+#[inline(never)]
+unsafe fn alloc_hardened(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
+    // SAFETY: the calling thread's heap, or a sentinel (never hardened).
+    unsafe {
+        if (*heap).hardened {
+            crate::hardened::alloc(heap, class)
+        } else {
+            alloc_slow(heap, class, zero, Mode::Hardened)
         }
     }
 }
