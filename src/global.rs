@@ -147,7 +147,7 @@ pub(crate) unsafe fn realloc(
         let q = alloc(new_size, align, Zero::No, Mode::AsConfigured);
         if !q.is_null() {
             ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
-            heap::free(p);
+            heap::free(p, Mode::AsConfigured);
         }
         q
     }
@@ -170,7 +170,7 @@ unsafe impl GlobalAlloc for MapAlloc {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: GlobalAlloc's contract: `ptr` is a live block of ours.
-        unsafe { heap::free(ptr) }
+        unsafe { heap::free(ptr, self.mode()) }
     }
 
     #[inline]

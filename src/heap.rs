@@ -243,13 +243,14 @@ unsafe fn zero_block(page: *mut Page, block: *mut Block) {
     }
 }
 
-/// Frees a small or large block.
+/// Frees a small or large block (`mode`: as for `alloc_small`; a block
+/// exists, so a hardened request has switched the mode on already).
 ///
 /// # Safety
 /// `p` was returned by this allocator and is not used again.
 #[inline(always)]
-pub(crate) unsafe fn free(p: *mut u8) {
-    if crate::hardened::enabled() {
+pub(crate) unsafe fn free(p: *mut u8, mode: Mode) {
+    if mode == Mode::Hardened || crate::hardened::enabled() {
         // SAFETY: hardened free validates `p` before trusting it.
         return unsafe { crate::hardened::free(p) };
     }

@@ -44,7 +44,7 @@ pub fn owns(p: *const u8) -> bool {
 #[inline]
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: forwarded.
-    unsafe { heap::free(p) }
+    unsafe { heap::free(p, global::Mode::AsConfigured) }
 }
 
 /// Resizes a block keeping `align`; null (block untouched) on failure.
