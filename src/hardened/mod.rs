@@ -163,12 +163,11 @@ unsafe fn take(page: *mut Page) -> *mut u8 {
     // and the slab.
     unsafe {
         let block = (*page).free.cast::<u8>();
-        let seg = segment_of_page(page);
-        let idx = Segment::page_index(seg, page);
-        let entry = &*table(seg, idx).add((*page).first_free as usize);
+        let (start, table) = slots::slab_and_table(page);
+        let entry = &*table.add((*page).first_free as usize);
         let next = entry.load(Ordering::Relaxed);
         entry.store(LIVE, Ordering::Relaxed);
-        slots::set_first(page, seg as usize + (idx << PAGE_SHIFT), next);
+        slots::set_first(page, start, next);
         (*page).used += 1;
         if block.cast::<u64>().read() != 0 {
             die(b"write after free", block as usize);

@@ -46,6 +46,19 @@ pub(super) fn table(seg: *mut Segment, idx: usize) -> *const AtomicU16 {
     (seg as usize + (idx - 1) * TABLE_BYTES) as *const AtomicU16
 }
 
+/// The slab start and slot table of the slab headed by descriptor `page`,
+/// from the descriptor's address alone: descriptor `i` sits 64 `i` bytes
+/// into the header's array, so both are a multiply of that distance (no
+/// division by 64, which the compiler cannot fold away).
+#[inline(always)]
+pub(super) fn slab_and_table(page: *mut Page) -> (usize, *const AtomicU16) {
+    let seg = page as usize & !(SEGMENT_SIZE - 1);
+    let at = page as usize - seg - core::mem::offset_of!(Segment, pages);
+    debug_assert!(at.is_multiple_of(64));
+    let table = seg + at * (TABLE_BYTES / 64) - TABLE_BYTES;
+    (seg + at * (PAGE_SIZE / 64), table as *const AtomicU16)
+}
+
 /// Makes the guard page after the tables of a fresh hardened segment.
 pub(crate) fn fence_tables(seg: *mut Segment) -> bool {
     crate::os::protect_none((seg as usize + TABLES_END) as *mut u8, OS_PAGE)
