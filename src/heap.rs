@@ -175,9 +175,11 @@ unsafe fn current(heap: *mut Heap, class: usize) -> *mut *mut Page {
 }
 
 /// Re-establishes `current[class]` after its queue changed. A hardened
-/// heap keeps every `current` at `EMPTY_PAGE`, so its allocations always
-/// miss the fast path and reach `hardened::alloc` through `alloc_slow`:
-/// the fast path needs no mode test, and never pops from a hardened page.
+/// heap keeps every `current` at `EMPTY_PAGE`, so an allocation that
+/// reaches the default fast path (through `MapAlloc::new()` with
+/// `MAPALLOC_HARDENED=1`) misses it and goes to `hardened::alloc` through
+/// `alloc_slow`: the fast path needs no mode test, and never pops from a
+/// hardened page.
 #[inline]
 unsafe fn refresh_current(heap: *mut Heap, class: usize) {
     // SAFETY: the caller has exclusive use of `heap`.
@@ -440,8 +442,8 @@ unsafe fn alloc_hardened(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
 unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero, mode: Mode) -> *mut u8 {
     // SAFETY: `heap` is the calling thread's heap or a sentinel; the
     // sentinels are dispatched before any field is written (their
-    // `hardened` is false). A hardened heap comes here on every allocation,
-    // so it goes first.
+    // `hardened` is false). Under `MAPALLOC_HARDENED=1` a hardened heap
+    // comes here on every allocation, so it goes first.
     unsafe {
         if (*heap).hardened {
             return crate::hardened::alloc(heap, class);

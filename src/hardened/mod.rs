@@ -29,9 +29,11 @@
 //!   first slab (ending the slot tables), and after every large block,
 //!   which ends right at its guard: a linear overflow faults.
 //!
-//! In the default mode none of this runs: allocation is routed here by the
-//! hardened heap's empty `current` table (no test on the fast path), free
-//! by one test of `enabled()`.
+//! In the default mode none of this runs. `MapAlloc::hardened()` states
+//! its mode with a constant, so its calls come straight here (the test
+//! folds away for `MapAlloc::new()`); under `MAPALLOC_HARDENED=1` an
+//! allocation is routed here by the hardened heap's empty `current` table
+//! (no test on the fast path), a free by one test of `enabled()`.
 
 use crate::heap::{self, Heap, Want};
 use crate::os::{self, OS_PAGE};
