@@ -156,18 +156,22 @@ pub(crate) unsafe fn realloc(
 // SAFETY: every method upholds GlobalAlloc's contract: blocks are at least
 // `layout.size()` bytes, aligned to `layout.align()`, never overlap while
 // live, and failures return null without unwinding.
+//
+// The entry points are always inlined: each call site (`__rust_alloc`, or
+// a caller's own) then knows `self`, so the mode folds to a constant and
+// only one mode's fast path is compiled there.
 unsafe impl GlobalAlloc for MapAlloc {
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         alloc(layout.size(), layout.align(), Zero::No, self.mode())
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         alloc(layout.size(), layout.align(), Zero::Yes, self.mode())
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
         // SAFETY: GlobalAlloc's contract: `ptr` is a live block of ours.
         unsafe { heap::free(ptr, self.mode()) }

@@ -252,9 +252,16 @@ unsafe fn zero_block(page: *mut Page, block: *mut Block) {
 /// `p` was returned by this allocator and is not used again.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8, mode: Mode) {
-    if mode == Mode::Hardened || crate::hardened::enabled() {
-        // SAFETY: hardened free validates `p` before trusting it.
-        return unsafe { crate::hardened::free(p) };
+    // SAFETY: hardened free validates `p` before trusting it. Inlined for
+    // `MapAlloc::hardened()`; out of line behind the one predictable test
+    // that `MAPALLOC_HARDENED=1` costs the default.
+    unsafe {
+        if mode == Mode::Hardened {
+            return crate::hardened::free(p);
+        }
+        if crate::hardened::enabled() {
+            return crate::hardened::free_outlined(p);
+        }
     }
     let seg = segment_of(p);
     let heap = thread::current_heap();
@@ -421,32 +428,29 @@ pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
     }
 }
 
-/// An allocation by `MapAlloc::hardened()`: hardened mode's, once the
-/// thread has its heap (a hardened one); before, the slow path makes the
-/// heap and switches the mode on.
-#[inline(never)]
+/// An allocation by `MapAlloc::hardened()`: straight to hardened mode's
+/// fast path, whatever the heap. A heap that is not hardened (a sentinel,
+/// or the heap of a process already in the default mode) has no page
+/// there with a free slot (its queues are empty, or its slabs'
+/// `first_free` is `NO_SLOT`), so it reaches `hardened::alloc_refill`,
+/// which sends it to `alloc_slow`, as before this shortcut.
+#[inline(always)]
 unsafe fn alloc_hardened(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
-    // SAFETY: the calling thread's heap, or a sentinel (never hardened).
-    unsafe {
-        if (*heap).hardened {
-            crate::hardened::alloc(heap, class)
-        } else {
-            alloc_slow(heap, class, zero, Mode::Hardened)
-        }
-    }
+    // SAFETY: forwarded: the calling thread's heap, or a sentinel.
+    unsafe { crate::hardened::alloc(heap, class, zero) }
 }
 
 /// Finds a page with a free block for `class` and pops one.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero, mode: Mode) -> *mut u8 {
+pub(crate) unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero, mode: Mode) -> *mut u8 {
     // SAFETY: `heap` is the calling thread's heap or a sentinel; the
     // sentinels are dispatched before any field is written (their
     // `hardened` is false). Under `MAPALLOC_HARDENED=1` a hardened heap
     // comes here on every allocation, so it goes first.
     unsafe {
         if (*heap).hardened {
-            return crate::hardened::alloc(heap, class);
+            return crate::hardened::alloc(heap, class, zero);
         }
         if thread::is_sentinel(heap) {
             // The thread's first allocation: before its heap is made.
@@ -464,7 +468,7 @@ pub(crate) unsafe fn alloc_from(heap: *mut Heap, class: usize, zero: Zero) -> *m
     // SAFETY: exclusive use of `heap` (caller's contract).
     unsafe {
         if (*heap).hardened {
-            return crate::hardened::alloc(heap, class);
+            return crate::hardened::alloc(heap, class, zero);
         }
         let page = find_page(heap, class);
         if page.is_null() {

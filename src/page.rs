@@ -62,7 +62,9 @@ pub(crate) struct Page {
     pub(crate) span: u8,
     /// Index distance to the slab's head descriptor (0 on the head).
     pub(crate) head_delta: u8,
-    /// Hardened slabs only: the slot of `free` (see `hardened::slots`).
+    /// Hardened slabs: the slot of `free` (see `hardened::slots`). Default
+    /// slabs keep `NO_SLOT`, so hardened mode's fast path finds no free
+    /// slot in them (see `heap::alloc_hardened`).
     pub(crate) first_free: u16,
 }
 

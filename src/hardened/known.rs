@@ -7,11 +7,11 @@
 //! entry is written only by the owner, after a free fully validated as
 //! local (`learn`), and cleared when the slab is retired (`forget`) or
 //! the heap gives up its segments (the heap is reset). The slot itself is
-//! still checked exactly (offset, capacity, `LIVE`) on every free, with
-//! the capacity read from the descriptor, so what `forget` guards against
-//! is an entry outliving its slab: a free through it would check against
-//! another slab's layout, or read a descriptor that is unmapped, or
-//! another heap's.
+//! still checked exactly (offset, capacity, `LIVE`) on every free, against
+//! the layout the entry recorded, so what `forget` guards against is an
+//! entry outliving its slab: a free through it would check against a
+//! layout that is gone, and write a table and descriptor that are unmapped
+//! or another heap's.
 //! (`tests/hardened.rs`: a_released_segment_leaves_the_known_pages.)
 
 use super::slots::{DIVISORS, Divisor, Slot, table};
@@ -21,6 +21,7 @@ use crate::sync::AtomicU16;
 
 const ENTRIES: usize = 64;
 
+/// 32 bytes, so an entry's offset is a shift of the page index.
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Known {
@@ -28,8 +29,13 @@ struct Known {
     start: usize,
     page: *mut Page,
     table: *const AtomicU16,
-    divisor: Divisor,
+    /// The class's `Divisor`, and the slab's capacity (fixed for its life),
+    /// so the slot check needs nothing from the descriptor.
+    inverse: u32,
+    twos: u8,
+    capacity: u16,
 }
+static_assertions::const_assert!(core::mem::size_of::<Known>() == 32);
 
 /// Never a page start (those are 64 KiB-aligned).
 const NONE: usize = usize::MAX;
@@ -43,10 +49,9 @@ impl KnownPages {
             start: NONE,
             page: core::ptr::null_mut(),
             table: core::ptr::null(),
-            divisor: Divisor {
-                inverse: 0,
-                twos: 0,
-            },
+            inverse: 0,
+            twos: 0,
+            capacity: 0,
         }; ENTRIES],
     );
 
@@ -65,17 +70,19 @@ impl KnownPages {
         if k.start != start {
             return None;
         }
-        let slot = k.divisor.slot(p as usize - start);
-        // SAFETY: a known page is a live slab of ours (see the module doc):
-        // its descriptor is mapped, and `slot < capacity` (which also
-        // means `p` is a slot's start) keeps the entry inside its table.
-        unsafe {
-            if slot >= (*k.page).capacity as usize {
-                return None;
-            }
-            let s = Slot::from_parts(k.page, k.table.add(slot), slot);
-            s.is_live().then_some(s)
+        let divisor = Divisor {
+            inverse: k.inverse,
+            twos: k.twos as u32,
+        };
+        let slot = divisor.slot(p as usize - start);
+        if slot >= k.capacity as usize {
+            return None;
         }
+        // SAFETY: a known page is a live slab of ours (see the module doc),
+        // and `slot < capacity` (which also means `p` is a slot's start)
+        // keeps the entry inside its table.
+        let s = Slot::from_parts(k.page, unsafe { k.table.add(slot) }, slot);
+        s.is_live().then_some(s)
     }
 
     /// Remembers `page`, a slab of ours that starts at `start`.
@@ -86,12 +93,15 @@ impl KnownPages {
     pub(super) unsafe fn learn(&mut self, page: *mut Page, start: usize) {
         let seg = (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment;
         // SAFETY: forwarded: a live slab's descriptor.
-        let class = unsafe { (*page).class } as usize;
+        let (class, capacity) = unsafe { ((*page).class as usize, (*page).capacity) };
+        let divisor = DIVISORS[class];
         self.0[Self::index(start)] = Known {
             start,
             page,
             table: table(seg, Segment::page_index(seg, page)),
-            divisor: DIVISORS[class],
+            inverse: divisor.inverse,
+            twos: divisor.twos as u8,
+            capacity: capacity as u16,
         };
     }
 

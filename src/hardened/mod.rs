@@ -35,7 +35,8 @@
 //! allocation is routed here by the hardened heap's empty `current` table
 //! (no test on the fast path), a free by one test of `enabled()`.
 
-use crate::heap::{self, Heap, Want};
+use crate::global::Mode;
+use crate::heap::{self, Heap, Want, Zero};
 use crate::os::{self, OS_PAGE};
 use crate::page::Page;
 use crate::segment::{Kind, PAGE_SHIFT, PAGE_SIZE, Segment, segment_of};
@@ -139,15 +140,18 @@ pub(crate) unsafe fn retire_slab(heap: *mut Heap, seg: *mut Segment, idx: usize,
 /// Allocates a block of `class`: the first free slot of the first page
 /// of its queue. Blocks are always zero (zeroed on free, or fresh).
 ///
+/// `zero` matters only to a heap that is not hardened (see
+/// `heap::alloc_hardened`), which this sends on to the general slow path.
+///
 /// # Safety
-/// Exclusive use of the hardened `heap`.
-#[inline]
-pub(crate) unsafe fn alloc(heap: *mut Heap, class: usize) -> *mut u8 {
+/// Exclusive use of `heap`: the calling thread's heap or a sentinel.
+#[inline(always)]
+pub(crate) unsafe fn alloc(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
         let page = (*heap::queue(heap, class)).first;
         if page.is_null() || (*page).first_free == NO_SLOT {
-            return alloc_refill(heap, class);
+            return alloc_refill(heap, class, zero);
         }
         take(page)
     }
@@ -179,12 +183,16 @@ unsafe fn take(page: *mut Page) -> *mut u8 {
 }
 
 /// The first page has no free slot: collect its remote frees, or find
-/// another page.
+/// another page. A heap that is not hardened comes here too (see
+/// `heap::alloc_hardened`) and goes on to the general slow path.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_refill(heap: *mut Heap, class: usize) -> *mut u8 {
+unsafe fn alloc_refill(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
     // SAFETY: exclusive use of `heap` and its pages.
     unsafe {
+        if !(*heap).hardened {
+            return heap::alloc_slow(heap, class, zero, Mode::Hardened);
+        }
         let mut page = (*heap::queue(heap, class)).first;
         if !page.is_null() {
             collect_remote(page);
@@ -297,6 +305,7 @@ pub(crate) fn seed(heap: *mut Heap) {
 ///
 /// # Safety
 /// None beyond the process being sane; a bad `p` aborts.
+#[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8) {
     // Our mapping's provenance: the block is zeroed in full, past the
     // caller's layout (see `heap::block_at`).
@@ -317,6 +326,17 @@ pub(crate) unsafe fn free(p: *mut u8) {
         zero_block(p, size);
         after_local_free(heap, slot.page);
     }
+}
+
+/// `free`, out of line: the `MAPALLOC_HARDENED=1` route from the default
+/// allocator's free, which keeps its own fast path small.
+///
+/// # Safety
+/// As for `free`.
+#[inline(never)]
+pub(crate) unsafe fn free_outlined(p: *mut u8) {
+    // SAFETY: forwarded.
+    unsafe { free(p) }
 }
 
 /// Frees `p`, which is not a live block of a page `heap` knows: checks it
@@ -574,7 +594,10 @@ mod tests {
             assert!(span * PAGE_SIZE - OS_PAGE >= class_size(c));
             assert!(span < crate::segment::PAGES);
             assert!(span <= crate::segment::PAGES - 9, "fits beside the tables");
-            assert!((span * PAGE_SIZE - OS_PAGE) / class_size(c) <= TABLE_SLOTS);
+            let capacity = (span * PAGE_SIZE - OS_PAGE) / class_size(c);
+            assert!(capacity <= TABLE_SLOTS);
+            // What `Divisor` refuses lies above every capacity.
+            assert!(capacity <= u32::MAX as usize / class_size(c));
         }
     }
 }

@@ -123,13 +123,15 @@ pub(super) unsafe fn set_first(page: *mut Page, start: usize, slot: u16) {
 
 /// Exact division by a class's block size, and the test that it is exact,
 /// in one multiply and one rotate (Hacker's Delight, 10-16): with `size =
-/// odd << twos` and `inverse` the inverse of `odd` modulo 2^64,
-/// `(off * inverse).rotate_right(twos)` is `off / size` when `size`
-/// divides `off`, and above `u64::MAX / size` (so above every slab's
-/// capacity) when it does not. A slot check is then `slot < capacity`.
+/// odd << twos` and `inverse` the inverse of `odd` modulo 2^32,
+/// `(off * inverse).rotate_right(twos)` (in 32 bits) is `off / size` when
+/// `size` divides `off`, and above `u32::MAX / size` (so above every
+/// slab's capacity; checked in `mod.rs` tests) when it does not. A slot
+/// check is then `slot < capacity`. Offsets are below 2^32: a slab is
+/// smaller than its 4 MiB segment.
 #[derive(Clone, Copy)]
 pub(super) struct Divisor {
-    pub(super) inverse: u64,
+    pub(super) inverse: u32,
     pub(super) twos: u32,
 }
 
@@ -139,18 +141,18 @@ impl Divisor {
     /// `u8::MAX`) maps everything to 0, which its capacity 0 refuses.
     #[inline(always)]
     pub(super) fn slot(self, off: usize) -> usize {
-        (off as u64).wrapping_mul(self.inverse).rotate_right(self.twos) as usize
+        (off as u32).wrapping_mul(self.inverse).rotate_right(self.twos) as usize
     }
 
-    const fn of(size: u64) -> Divisor {
+    const fn of(size: u32) -> Divisor {
         let twos = size.trailing_zeros();
         let odd = size >> twos;
         // Newton's iteration: an odd number is its own inverse to 3 bits,
         // and each step doubles the bits that are right.
         let mut inverse = odd;
         let mut i = 0;
-        while i < 5 {
-            inverse = inverse.wrapping_mul(2u64.wrapping_sub(odd.wrapping_mul(inverse)));
+        while i < 4 {
+            inverse = inverse.wrapping_mul(2u32.wrapping_sub(odd.wrapping_mul(inverse)));
             i += 1;
         }
         Divisor { inverse, twos }
@@ -162,7 +164,7 @@ pub(super) static DIVISORS: [Divisor; 256] = {
     let mut d = [Divisor { inverse: 0, twos: 0 }; 256];
     let mut c = 0;
     while c < crate::size_class::CLASSES {
-        d[c] = Divisor::of(class_size(c) as u64);
+        d[c] = Divisor::of(class_size(c) as u32);
         c += 1;
     }
     d
@@ -319,7 +321,7 @@ mod tests {
                 if off % size == 0 {
                     assert_eq!(slot, off / size, "class {c} offset {off}");
                 } else {
-                    assert!(slot > TABLE_SLOTS, "class {c} offset {off}: {slot}");
+                    assert!(slot > u32::MAX as usize / size, "class {c} offset {off}: {slot}");
                 }
                 off += step;
             }
