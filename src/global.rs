@@ -55,10 +55,17 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
-    /// Switches hardened mode on if asked (only before the first heap).
+    /// Switches hardened mode on if asked. Aborts if the process already
+    /// runs in the default mode (a heap or large block was made first, by
+    /// a `MapAlloc::new()` or the raw API): its blocks cannot be served or
+    /// freed as hardened ones, and quietly serving the default would break
+    /// the promise `MapAlloc::hardened()` makes.
     pub(crate) fn apply(self) {
-        if self == Mode::Hardened && !crate::hardened::enabled() {
-            crate::hardened::enable();
+        if self == Mode::Hardened && !crate::hardened::request() {
+            crate::os::fatal(
+                &[b"MapAlloc::hardened() used in a process already running in the default mode"],
+                None,
+            );
         }
     }
 }

@@ -433,7 +433,8 @@ pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
 /// or the heap of a process already in the default mode) has no page
 /// there with a free slot (its queues are empty, or its slabs'
 /// `first_free` is `NO_SLOT`), so it reaches `hardened::alloc_refill`,
-/// which sends it to `alloc_slow`, as before this shortcut.
+/// which sends it to `alloc_slow`: there a sentinel's thread gets its
+/// (hardened) heap, and a default process aborts (see `Mode::apply`).
 #[inline(always)]
 unsafe fn alloc_hardened(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
     // SAFETY: forwarded: the calling thread's heap, or a sentinel.
@@ -452,9 +453,10 @@ pub(crate) unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero, mode:
         if (*heap).hardened {
             return crate::hardened::alloc(heap, class, zero);
         }
+        // Before the thread's heap is made, the mode can still be fixed;
+        // after, a hardened request aborts (see `Mode::apply`).
+        mode.apply();
         if thread::is_sentinel(heap) {
-            // The thread's first allocation: before its heap is made.
-            mode.apply();
             return thread::alloc_without_heap(heap, class_size(class), zero);
         }
         alloc_from(heap, class, zero)

@@ -49,7 +49,7 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
     // First: it reads `MAPALLOC_HARDENED`, which must hold for the
     // process's first allocation too, even if that one is large.
     crate::thread::process_init();
-    if crate::hardened::enabled() {
+    if crate::hardened::settle() {
         return alloc_guarded(size, align);
     }
     let offset = block_offset(align);

@@ -234,17 +234,28 @@ pub(crate) fn write_stderr(bytes: &[u8]) {
     unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
 }
 
-/// Writes `mapalloc: <parts…> 0x<addr>` to stderr from a stack buffer
-/// and aborts: the one way the allocator (hardened checks, secret pools)
-/// reports memory-safety violations. Allocates nothing, formats nothing.
+/// Writes `mapalloc: <parts…> 0x<addr>` (or, with no address, just the
+/// parts) to stderr from a stack buffer and aborts: the one way the
+/// allocator (hardened checks, secret pools, a misuse of the modes)
+/// reports what it cannot go on from. Allocates nothing, formats nothing.
 #[cold]
-pub(crate) fn fatal(parts: &[&[u8]], addr: usize) -> ! {
+pub(crate) fn fatal(parts: &[&[u8]], addr: Option<usize>) -> ! {
     let mut line = FixedVec::<u8, 160>::new(0);
-    for &b in b"mapalloc: "
-        .iter()
-        .chain(parts.iter().copied().flatten())
-        .chain(b" 0x")
-    {
+    for &b in b"mapalloc: ".iter().chain(parts.iter().copied().flatten()) {
+        let _ = line.push(b);
+    }
+    if let Some(addr) = addr {
+        push_hex(&mut line, addr);
+    }
+    let _ = line.push(b'\n');
+    write_stderr(line.as_slice());
+    // SAFETY: abort never returns and is always safe to call.
+    unsafe { libc::abort() }
+}
+
+/// Appends ` 0x<addr>` in lower-case hex.
+fn push_hex(line: &mut FixedVec<u8, 160>, addr: usize) {
+    for &b in b" 0x" {
         let _ = line.push(b);
     }
     let digits = if addr == 0 {
@@ -260,10 +271,6 @@ pub(crate) fn fatal(parts: &[&[u8]], addr: usize) -> ! {
                 .unwrap_or(b'?'),
         );
     }
-    let _ = line.push(b'\n');
-    write_stderr(line.as_slice());
-    // SAFETY: abort never returns and is always safe to call.
-    unsafe { libc::abort() }
 }
 
 /// A coarse monotonic clock in milliseconds (vDSO, no system call).

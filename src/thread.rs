@@ -53,7 +53,7 @@ pub(crate) unsafe fn alloc_without_heap(heap: *mut Heap, size: usize, zero: Zero
     let fallback = FALLBACK_HEAP.get();
     // SAFETY: the lock gives exclusive use of the fallback heap.
     unsafe {
-        if crate::hardened::enabled() && !(*fallback).hardened {
+        if crate::hardened::settle() && !(*fallback).hardened {
             crate::hardened::seed(fallback);
         }
         heap::alloc_from(fallback, class, zero)
@@ -84,7 +84,8 @@ pub(crate) fn process_init() -> libc::pthread_key_t {
     PROCESS_INIT.call_once(|| {
         crate::options::init();
         if crate::options::HARDENED.get() != 0 {
-            crate::hardened::enable();
+            // Nothing is made before this runs, so the request holds.
+            crate::hardened::request();
         }
         os::init_hint(os::random_u64());
         let mut key: libc::pthread_key_t = 0;
@@ -104,7 +105,7 @@ fn init_thread() -> *mut Heap {
     if heap.is_null() {
         return ptr::null_mut();
     }
-    if crate::hardened::enabled() {
+    if crate::hardened::settle() {
         crate::hardened::seed(heap);
     }
     HEAP.with(|h| h.set(heap));

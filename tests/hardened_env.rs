@@ -51,3 +51,45 @@ fn environment_variable_turns_hardened_mode_on() {
         "{stderr}"
     );
 }
+
+/// Run by the test below in a child process without the variable: this
+/// process's heaps are default ones, so a `MapAlloc::hardened()` request
+/// cannot be honoured.
+#[test]
+fn child_hardened_request() {
+    if std::env::var_os("MAPALLOC_HARDENED_REQUEST_CHILD").is_none() {
+        return;
+    }
+    let l = Layout::from_size_align(40, 8).unwrap();
+    // SAFETY: a valid layout; the block is never used.
+    unsafe {
+        let p = GLOBAL.alloc(l);
+        assert!(!p.is_null());
+        mapalloc::MapAlloc::hardened().alloc(l);
+    }
+    unreachable!("a hardened request in a default process was served");
+}
+
+#[test]
+fn hardened_request_in_a_default_process_aborts() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_hardened_request",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env_remove("MAPALLOC_HARDENED")
+        .env("MAPALLOC_HARDENED_REQUEST_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{stderr}");
+    assert!(
+        stderr.contains(
+            "mapalloc: MapAlloc::hardened() used in a process already running in the default mode\n"
+        ),
+        "{stderr}"
+    );
+}

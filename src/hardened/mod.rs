@@ -42,7 +42,7 @@ use crate::page::Page;
 use crate::segment::{Kind, PAGE_SHIFT, PAGE_SIZE, Segment, segment_of};
 use crate::size_class::class_size;
 use crate::stats::{Counter, STATS};
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicU8, Ordering};
 use crate::{registry, thread};
 use core::ptr;
 
@@ -56,18 +56,40 @@ use links::Sealed;
 pub(crate) use slots::{NO_SLOT, TABLE_PAGES, fence_tables, purge_tables};
 use slots::{LIVE, Slot, segment_of_page, table, zero_block};
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The process's mode: undecided until the first heap or large block is
+/// made, or until hardened mode is asked for, then fixed for good. One
+/// mode for the whole process means every block, heap and segment is of
+/// one kind, so no path ever meets a block of the other mode.
+static MODE: AtomicU8 = AtomicU8::new(UNDECIDED);
+const UNDECIDED: u8 = 0;
+const DEFAULT: u8 = 1;
+const HARDENED: u8 = 2;
 
-/// True once hardened mode is on (it never turns off).
+/// True if the process runs in hardened mode. Blocks exist only once the
+/// mode is fixed, so any path that holds one can ask this.
 #[inline(always)]
 pub(crate) fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    MODE.load(Ordering::Relaxed) == HARDENED
 }
 
-/// Turns hardened mode on. Only effective before the first heap exists;
-/// called by `MapAlloc::hardened()` on first use and by option parsing.
-pub(crate) fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
+/// Asks for hardened mode (`MapAlloc::hardened()`, `MAPALLOC_HARDENED=1`):
+/// true if the process is now hardened, false if its mode was already
+/// fixed as the default.
+pub(crate) fn request() -> bool {
+    match MODE.compare_exchange(UNDECIDED, HARDENED, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => true,
+        Err(mode) => mode == HARDENED,
+    }
+}
+
+/// Fixes the mode as it stands, before the first heap or large block is
+/// made (the default unless hardened mode was asked for), and returns
+/// whether it is hardened.
+pub(crate) fn settle() -> bool {
+    match MODE.compare_exchange(UNDECIDED, DEFAULT, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => false,
+        Err(mode) => mode == HARDENED,
+    }
 }
 
 /// Slab pages of a hardened slab of `class`: room for the blocks plus a
@@ -578,7 +600,7 @@ pub(crate) fn check_live(p: *mut u8) {
 /// Aborts with `mapalloc: <what> of 0x<addr>`.
 #[cold]
 pub(crate) fn die(what: &[u8], addr: usize) -> ! {
-    os::fatal(&[what, b" of"], addr)
+    os::fatal(&[what, b" of"], Some(addr))
 }
 
 #[cfg(test)]

@@ -271,5 +271,5 @@ pub(crate) use crate::os::random_u64;
 /// free), where continuing would be worse.
 #[cold]
 pub(crate) fn fatal(what: &str, addr: usize) -> ! {
-    crate::os::fatal(&[what.as_bytes()], addr)
+    crate::os::fatal(&[what.as_bytes()], Some(addr))
 }
