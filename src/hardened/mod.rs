@@ -76,20 +76,28 @@ pub(crate) fn enabled() -> bool {
 /// true if the process is now hardened, false if its mode was already
 /// fixed as the default.
 pub(crate) fn request() -> bool {
-    match MODE.compare_exchange(UNDECIDED, HARDENED, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => true,
-        Err(mode) => mode == HARDENED,
-    }
+    fix(HARDENED)
 }
 
 /// Fixes the mode as it stands, before the first heap or large block is
 /// made (the default unless hardened mode was asked for), and returns
 /// whether it is hardened.
 pub(crate) fn settle() -> bool {
-    match MODE.compare_exchange(UNDECIDED, DEFAULT, Ordering::Relaxed, Ordering::Relaxed) {
-        Ok(_) => false,
-        Err(mode) => mode == HARDENED,
-    }
+    fix(DEFAULT)
+}
+
+/// Fixes the mode as `mode` if it is undecided; true if it is hardened.
+/// A plain load first: every large allocation asks, and a decided mode
+/// needs no write to a shared line.
+fn fix(mode: u8) -> bool {
+    let now = match MODE.load(Ordering::Relaxed) {
+        UNDECIDED => match MODE.compare_exchange(UNDECIDED, mode, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => mode,
+            Err(now) => now,
+        },
+        now => now,
+    };
+    now == HARDENED
 }
 
 /// Slab pages of a hardened slab of `class`: room for the blocks plus a
