@@ -26,6 +26,11 @@ impl MapAlloc {
     }
 
     /// The allocator in hardened mode, whatever the environment says.
+    /// The mode is the process's, fixed by its first allocation: use this
+    /// as the `#[global_allocator]`. In a process that already runs in the
+    /// default mode (a `MapAlloc::new()` or the raw API allocated first),
+    /// its first call aborts with one line saying so, rather than hand out
+    /// or free blocks without the protections it promises.
     pub const fn hardened() -> Self {
         Self { hardened: true }
     }
@@ -43,10 +48,12 @@ impl MapAlloc {
 }
 
 /// The mode an allocation asks for. `MapAlloc::hardened()` asks for
-/// hardened mode, which the first allocation of the process switches on:
-/// every first allocation (of a thread, or of a large block) takes a slow
-/// path, where the request is honoured before any heap or mapping is made,
-/// so the fast path carries no test of it.
+/// hardened mode on every slow path (every first allocation of a thread,
+/// every large or over-aligned one, every `realloc`) and on a free the
+/// heap does not know; the first such request of the process, made before
+/// any heap or mapping exists, fixes the mode, and one that comes after
+/// the process settled as default aborts (`Mode::apply`). The fast path
+/// carries no test of it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// Hardened if `MAPALLOC_HARDENED=1` (or a hardened allocator ran first).
@@ -124,13 +131,19 @@ pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
 
 /// # Safety
 /// `p` is a live block of ours with alignment `align`; not used again
-/// unless null is returned.
+/// unless null is returned. (In hardened mode a `p` that is not a live
+/// block aborts, before any header is read through it.)
 pub(crate) unsafe fn realloc(
     p: *mut u8,
     align: usize,
     old_size: usize,
     new_size: usize,
+    mode: Mode,
 ) -> *mut u8 {
+    mode.apply();
+    if crate::hardened::enabled() {
+        crate::hardened::check_live(p);
+    }
     let seg = segment_of(p);
     // SAFETY: `p` is live, so its header is; a large block's header heads
     // its mapping.
@@ -150,11 +163,10 @@ pub(crate) unsafe fn realloc(
                 return p;
             }
         }
-        // A block exists, so the mode is settled.
-        let q = alloc(new_size, align, Zero::No, Mode::AsConfigured);
+        let q = alloc(new_size, align, Zero::No, mode);
         if !q.is_null() {
             ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
-            heap::free(p, Mode::AsConfigured);
+            heap::free(p, mode);
         }
         q
     }
@@ -184,9 +196,9 @@ unsafe impl GlobalAlloc for MapAlloc {
         unsafe { heap::free(ptr, self.mode()) }
     }
 
-    #[inline]
+    #[inline(always)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: GlobalAlloc's contract: `ptr` is live with `layout`.
-        unsafe { realloc(ptr, layout.align(), layout.size(), new_size) }
+        unsafe { realloc(ptr, layout.align(), layout.size(), new_size, self.mode()) }
     }
 }

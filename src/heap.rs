@@ -245,8 +245,9 @@ unsafe fn zero_block(page: *mut Page, block: *mut Block) {
     }
 }
 
-/// Frees a small or large block (`mode`: as for `alloc_small`; a block
-/// exists, so a hardened request has switched the mode on already).
+/// Frees a small or large block (`mode`: as for `alloc_small`). A
+/// hardened request in a process that runs in the default mode reaches
+/// `hardened::free_checked` (a default heap knows no pages), which aborts.
 ///
 /// # Safety
 /// `p` was returned by this allocator and is not used again.
@@ -442,6 +443,9 @@ unsafe fn alloc_hardened(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
 }
 
 /// Finds a page with a free block for `class` and pops one.
+///
+/// # Safety
+/// `heap` is the calling thread's heap or a sentinel.
 #[cold]
 #[inline(never)]
 pub(crate) unsafe fn alloc_slow(heap: *mut Heap, class: usize, zero: Zero, mode: Mode) -> *mut u8 {

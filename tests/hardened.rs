@@ -227,6 +227,27 @@ fn a_released_segment_leaves_the_known_pages() {
 /// (blocks waiting on a cross-thread list hold a sealed one, tested below)
 /// and checks that a slot is still zero when it is handed out again.
 #[test]
+fn realloc_of_a_freed_block_aborts() {
+    // Small (a size that the default would resize in place) and large.
+    for (size, what) in [(24, "use after free"), (2 << 20, "invalid pointer")] {
+        let l = layout(size);
+        // SAFETY: allocated through our global allocator.
+        let p = unsafe { GLOBAL.alloc(l) };
+        assert!(!p.is_null());
+        let d = in_child(|| {
+            // SAFETY: the realloc after the free is the misuse.
+            unsafe {
+                GLOBAL.dealloc(p, l);
+                GLOBAL.realloc(p, l, size);
+            }
+        });
+        assert_aborted_with(&d, what, p as usize);
+        // SAFETY: the parent still owns `p`.
+        unsafe { GLOBAL.dealloc(p, l) };
+    }
+}
+
+#[test]
 fn write_after_free_is_detected_when_the_slot_is_reused() {
     let l = layout(4000);
     let d = in_child(|| {

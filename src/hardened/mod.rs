@@ -174,7 +174,8 @@ pub(crate) unsafe fn retire_slab(heap: *mut Heap, seg: *mut Segment, idx: usize,
 /// `heap::alloc_hardened`), which this sends on to the general slow path.
 ///
 /// # Safety
-/// Exclusive use of `heap`: the calling thread's heap or a sentinel.
+/// Exclusive use of `heap`: the calling thread's heap, a sentinel, or the
+/// fallback heap under its lock.
 #[inline(always)]
 pub(crate) unsafe fn alloc(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
     // SAFETY: exclusive use of `heap` and its pages.
@@ -373,6 +374,9 @@ pub(crate) unsafe fn free_outlined(p: *mut u8) {
 /// all the way, and learns its page if it is the heap's own.
 #[inline(never)]
 unsafe fn free_checked(p: *mut u8, heap: *mut Heap) {
+    // `MapAlloc::hardened()` freeing in a process that runs in the default
+    // mode: its blocks have no slot tables to check against.
+    Mode::Hardened.apply();
     let seg = segment_of(p);
     // Null masks to a chunk past the address space, so it is reported
     // here like any wild pointer.
