@@ -279,13 +279,18 @@ pub(crate) unsafe fn free(p: *mut u8, mode: Mode) {
 
 /// The block at `p`, as a pointer with the provenance of our mapping
 /// rather than the caller's: the caller's pointer may only cover its
-/// `Layout` (one byte for a `Box<u8>`), and the free-list link is written
-/// over the block's first 8 bytes. Casting through the address picks up
-/// the segment mapping's provenance, exposed when it was mapped; it
-/// compiles to nothing.
+/// `Layout` (one byte for a `Box<u8>`), and the free-list link (or, in
+/// hardened mode, the zeroing) is written over more of the block. Casting
+/// through the address picks up the segment mapping's provenance, exposed
+/// when it was mapped. The caller's own provenance is exposed too, so that
+/// a write through the result is also one through the caller's pointer:
+/// a `Box` freed inside the function it was passed to is still protected
+/// there, and only its own pointer may write under it (Miri's hardened
+/// smoke test found a remote free zeroing such a `Box`). Compiles to
+/// nothing.
 #[inline(always)]
 pub(crate) fn block_at(p: *mut u8) -> *mut Block {
-    core::ptr::with_exposed_provenance_mut(p.addr())
+    core::ptr::with_exposed_provenance_mut(p.expose_provenance())
 }
 
 /// # Safety
