@@ -43,20 +43,27 @@ fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
 }
 
+/// Allocates `size` bytes, then in a child frees them and runs `misuse`
+/// on the freed block; asserts the child aborted naming `what` and the
+/// block's address.
+fn misuse_after_free_aborts(size: usize, what: &str, misuse: impl FnOnce(*mut u8, Layout)) {
+    let l = layout(size);
+    // SAFETY: allocated through our global allocator.
+    let p = unsafe { GLOBAL.alloc(l) };
+    assert!(!p.is_null());
+    let d = in_child(|| {
+        // SAFETY: a valid free; what `misuse` does next is the misuse.
+        unsafe { GLOBAL.dealloc(p, l) };
+        misuse(p, l);
+    });
+    assert_aborted_with(&d, what, p as usize);
+    // SAFETY: the parent still owns `p`.
+    unsafe { GLOBAL.dealloc(p, l) };
+}
+
 #[test]
 fn double_free_aborts_with_its_address() {
     for size in [24, 4000, 100_000, 2 << 20] {
-        let l = layout(size);
-        // SAFETY: allocated through our global allocator.
-        let p = unsafe { GLOBAL.alloc(l) };
-        assert!(!p.is_null());
-        let d = in_child(|| {
-            // SAFETY: the first free is valid; the second is the misuse.
-            unsafe {
-                GLOBAL.dealloc(p, l);
-                GLOBAL.dealloc(p, l);
-            }
-        });
         // Large blocks are unmapped at the first free, so the second is a
         // free of memory we no longer have.
         let what = if size > 1 << 20 {
@@ -64,9 +71,19 @@ fn double_free_aborts_with_its_address() {
         } else {
             "double free"
         };
-        assert_aborted_with(&d, what, p as usize);
-        // SAFETY: the parent still owns `p`.
-        unsafe { GLOBAL.dealloc(p, l) };
+        // SAFETY: the second free is the misuse.
+        misuse_after_free_aborts(size, what, |p, l| unsafe { GLOBAL.dealloc(p, l) });
+    }
+}
+
+#[test]
+fn realloc_of_a_freed_block_aborts() {
+    // Small (a size that the default would resize in place) and large.
+    for (size, what) in [(24, "use after free"), (2 << 20, "invalid pointer")] {
+        // SAFETY: the realloc of the freed block is the misuse.
+        misuse_after_free_aborts(size, what, |p, l| unsafe {
+            GLOBAL.realloc(p, l, size);
+        });
     }
 }
 
@@ -226,27 +243,6 @@ fn a_released_segment_leaves_the_known_pages() {
 /// freed block. Hardened mode keeps no links in blocks the owner freed
 /// (blocks waiting on a cross-thread list hold a sealed one, tested below)
 /// and checks that a slot is still zero when it is handed out again.
-#[test]
-fn realloc_of_a_freed_block_aborts() {
-    // Small (a size that the default would resize in place) and large.
-    for (size, what) in [(24, "use after free"), (2 << 20, "invalid pointer")] {
-        let l = layout(size);
-        // SAFETY: allocated through our global allocator.
-        let p = unsafe { GLOBAL.alloc(l) };
-        assert!(!p.is_null());
-        let d = in_child(|| {
-            // SAFETY: the realloc after the free is the misuse.
-            unsafe {
-                GLOBAL.dealloc(p, l);
-                GLOBAL.realloc(p, l, size);
-            }
-        });
-        assert_aborted_with(&d, what, p as usize);
-        // SAFETY: the parent still owns `p`.
-        unsafe { GLOBAL.dealloc(p, l) };
-    }
-}
-
 #[test]
 fn write_after_free_is_detected_when_the_slot_is_reused() {
     let l = layout(4000);
