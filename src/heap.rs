@@ -204,9 +204,10 @@ pub(crate) unsafe fn alloc_small(heap: *mut Heap, size: usize, zero: Zero, mode:
     // owned by this thread; a non-null `free` is a block of that page.
     unsafe {
         // A constant: `MapAlloc::hardened()` goes straight to hardened
-        // mode; for `MapAlloc::new()` this folds away.
+        // mode, whatever the heap (see `hardened::alloc`); for
+        // `MapAlloc::new()` this folds away.
         if mode == Mode::Hardened {
-            return alloc_hardened(heap, class, zero);
+            return crate::hardened::alloc(heap, class, zero);
         }
         let page = *current(heap, class);
         // When `free` runs dry the owner's own frees (`local_free`) are
@@ -432,19 +433,6 @@ pub(crate) unsafe fn retire(heap: *mut Heap, page: *mut Page) {
             maybe_purge(heap, now);
         }
     }
-}
-
-/// An allocation by `MapAlloc::hardened()`: straight to hardened mode's
-/// fast path, whatever the heap. A heap that is not hardened (a sentinel,
-/// or the heap of a process already in the default mode) has no page
-/// there with a free slot (its queues are empty, or its slabs'
-/// `first_free` is `NO_SLOT`), so it reaches `hardened::alloc_refill`,
-/// which sends it to `alloc_slow`: there a sentinel's thread gets its
-/// (hardened) heap, and a default process aborts (see `Mode::apply`).
-#[inline(always)]
-unsafe fn alloc_hardened(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
-    // SAFETY: forwarded: the calling thread's heap, or a sentinel.
-    unsafe { crate::hardened::alloc(heap, class, zero) }
 }
 
 /// Finds a page with a free block for `class` and pops one.

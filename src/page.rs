@@ -64,7 +64,7 @@ pub(crate) struct Page {
     pub(crate) head_delta: u8,
     /// Hardened slabs: the slot of `free` (see `hardened::slots`). Default
     /// slabs keep `NO_SLOT`, so hardened mode's fast path finds no free
-    /// slot in them (see `heap::alloc_hardened`).
+    /// slot in them (see `hardened::alloc`).
     pub(crate) first_free: u16,
 }
 

@@ -170,8 +170,14 @@ pub(crate) unsafe fn retire_slab(heap: *mut Heap, seg: *mut Segment, idx: usize,
 /// Allocates a block of `class`: the first free slot of the first page
 /// of its queue. Blocks are always zero (zeroed on free, or fresh).
 ///
-/// `zero` matters only to a heap that is not hardened (see
-/// `heap::alloc_hardened`), which this sends on to the general slow path.
+/// `MapAlloc::hardened()` calls this straight from its fast path,
+/// whatever the heap, without testing whether the heap is hardened: a heap
+/// that is not (a sentinel, or the heap of a process already in the
+/// default mode) has no page here with a free slot (its queues are empty,
+/// or its slabs' `first_free` is `NO_SLOT`), so it reaches
+/// `alloc_refill`, which sends it to `heap::alloc_slow`: there a
+/// sentinel's thread gets its (hardened) heap, and a default process
+/// aborts (see `Mode::apply`). `zero` matters only on that way.
 ///
 /// # Safety
 /// Exclusive use of `heap`: the calling thread's heap, a sentinel, or the
@@ -215,7 +221,7 @@ unsafe fn take(page: *mut Page) -> *mut u8 {
 
 /// The first page has no free slot: collect its remote frees, or find
 /// another page. A heap that is not hardened comes here too (see
-/// `heap::alloc_hardened`) and goes on to the general slow path.
+/// `alloc`) and goes on to the general slow path.
 #[cold]
 #[inline(never)]
 unsafe fn alloc_refill(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
