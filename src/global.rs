@@ -118,17 +118,28 @@ pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
     if crate::hardened::enabled() {
         crate::hardened::check_live(p);
     }
+    // SAFETY: forwarded, and checked in hardened mode.
+    unsafe { block_size(p) }
+}
+
+/// The usable size of `p`, read from its headers without a check.
+///
+/// # Safety
+/// `p` is a live block of ours (checked first in hardened mode).
+unsafe fn block_size(p: *mut u8) -> usize {
     let seg = segment_of(p);
     // SAFETY: `p` is live, so its header is.
     unsafe {
         if (*seg).header.kind == Kind::Large {
             return crate::large::usable_size(seg.cast());
         }
-        let page = Segment::page_of(seg, p);
-        (*page).block_size as usize
+        (*Segment::page_of(seg, p)).block_size as usize
     }
 }
 
+/// Resizes `p`, of whose bytes the first `old_size` are the caller's, or
+/// all it can use (C's `realloc`) for `None`.
+///
 /// # Safety
 /// `p` is a live block of ours with alignment `align`; not used again
 /// unless null is returned. (In hardened mode a `p` that is not a live
@@ -136,7 +147,7 @@ pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
 pub(crate) unsafe fn realloc(
     p: *mut u8,
     align: usize,
-    old_size: usize,
+    old_size: Option<usize>,
     new_size: usize,
     mode: Mode,
 ) -> *mut u8 {
@@ -165,6 +176,7 @@ pub(crate) unsafe fn realloc(
         }
         let q = alloc(new_size, align, Zero::No, mode);
         if !q.is_null() {
+            let old_size = old_size.unwrap_or_else(|| block_size(p));
             ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
             heap::free(p, mode);
         }
@@ -199,6 +211,6 @@ unsafe impl GlobalAlloc for MapAlloc {
     #[inline(always)]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: GlobalAlloc's contract: `ptr` is live with `layout`.
-        unsafe { realloc(ptr, layout.align(), layout.size(), new_size, self.mode()) }
+        unsafe { realloc(ptr, layout.align(), Some(layout.size()), new_size, self.mode()) }
     }
 }

@@ -52,8 +52,8 @@ pub unsafe fn free(p: *mut u8) {
 /// # Safety
 /// `p` is a live block of ours allocated with `align`.
 pub unsafe fn realloc(p: *mut u8, align: usize, new_size: usize) -> *mut u8 {
-    // SAFETY: forwarded; the usable size is all the caller may have written.
-    unsafe { global::realloc(p, align, global::usable_size(p), new_size, global::Mode::AsConfigured) }
+    // SAFETY: forwarded; the caller may have written all the usable size.
+    unsafe { global::realloc(p, align, None, new_size, global::Mode::AsConfigured) }
 }
 
 /// Bytes usable at `p`.

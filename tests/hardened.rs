@@ -76,6 +76,18 @@ fn double_free_aborts_with_its_address() {
     }
 }
 
+/// C's `realloc` (`mapalloc::raw`) checks the block once, before it reads
+/// the old size from the block's headers.
+#[test]
+fn raw_realloc_of_a_freed_block_aborts() {
+    for (size, what) in [(24, "use after free"), (2 << 20, "invalid pointer")] {
+        // SAFETY: the realloc of the freed block is the misuse.
+        misuse_after_free_aborts(size, what, |p, l| unsafe {
+            mapalloc::raw::realloc(p, l.align(), 4 * size);
+        });
+    }
+}
+
 #[test]
 fn realloc_of_a_freed_block_aborts() {
     // Small (a size that the default would resize in place) and large.

@@ -230,3 +230,25 @@ fn realloc_vec_of_vecs() {
         assert_pattern(v, *id, 0, "lock-step vec after shrink");
     }
 }
+
+/// `mapalloc::raw::realloc` (C's `realloc`) keeps every usable byte, not
+/// only what was asked for: a C program may write up to
+/// `malloc_usable_size`.
+#[test]
+fn raw_realloc_keeps_the_whole_usable_size() {
+    for (size, grown) in [(20, 3000), (5000, 300 * KIB), (2 * MIB, 8 * MIB)] {
+        let p = mapalloc::raw::alloc(size, 8);
+        assert!(!p.is_null());
+        // SAFETY: a fresh block, written only within its usable size, then
+        // resized and freed once.
+        unsafe {
+            let usable = mapalloc::raw::usable_size(p);
+            assert!(usable >= size);
+            fill_raw(p, usable, 7, 0);
+            let q = mapalloc::raw::realloc(p, 8, grown);
+            assert!(!q.is_null());
+            assert_pattern(bytes(q, usable), 7, 0, "after raw::realloc");
+            mapalloc::raw::free(q);
+        }
+    }
+}
