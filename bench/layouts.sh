@@ -19,7 +19,8 @@
 # each layout and the median of those ratios.
 #
 # Each layout builds into target/layouts/<n> (about 250 MB each; delete
-# it after). About 10 minutes on 2 cores.
+# it after). On 2 cores: about 9 minutes of builds the first time, then
+# 2-3 minutes of runs per workload (PROCS=3).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
