@@ -22,7 +22,8 @@
 //!   and every free empties it.
 //!
 //! Everything before and after the loop costs the same for any `N`, so
-//! `(Ir(N2) - Ir(N1)) / (N2 - N1)` is the cost of one warm pair.
+//! `(Ir(N2) - Ir(N1)) / (N2 - N1)` is the cost of one warm pair. The
+//! printed line ends with the loop's wall time (`ms=`).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -79,11 +80,15 @@ pub fn main<A: GlobalAlloc>(a: &A, name: &str) {
     };
     // Another block of the class, live during the loop unless `-lone`.
     let keeper = (!lone).then(|| black_box(Box::new([1u8; 32])));
+    // Wall time of the loop alone, for comparing code layouts
+    // (docs/benchmarks.md#hardened-mode); callgrind counts ignore it.
+    let start = std::time::Instant::now();
     if direct_mode {
         direct(a, n);
     } else {
         black_box(boxed(n));
     }
+    let ms = start.elapsed().as_millis();
     drop(keeper);
-    println!("{name} pairs={n} mode={mode}");
+    println!("{name} pairs={n} mode={mode} ms={ms}");
 }
