@@ -376,6 +376,33 @@ fn freed_memory_reads_zero() {
     }
 }
 
+
+/// Frees that change their slab (into a slab parked as full, or emptying
+/// one that is not the first of its class) take another way through the
+/// free path than the alloc/free pair above; they zero too.
+#[test]
+fn freed_memory_reads_zero_when_its_slab_changes() {
+    let size = 1000;
+    let l = layout(size);
+    // SAFETY: every block is ours until freed, and read once right after
+    // its free while `keep` holds its segment (one slab stays in use, so
+    // the segment is not released and its memory stays mapped).
+    unsafe {
+        let keep = GLOBAL.alloc(l);
+        // Several slabs' worth: the earlier slabs fill up and are parked.
+        let blocks: Vec<*mut u8> = (0..300).map(|_| GLOBAL.alloc(l)).collect();
+        for &p in &blocks {
+            assert!(!p.is_null());
+            p.write_bytes(0xAA, size);
+        }
+        for &p in &blocks {
+            GLOBAL.dealloc(p, l);
+            let freed = std::slice::from_raw_parts(p, size);
+            assert!(freed.iter().all(|&b| b == 0), "{p:?} not zeroed");
+        }
+        GLOBAL.dealloc(keep, l);
+    }
+}
 #[test]
 fn overflow_past_a_slab_hits_its_guard_page() {
     let l = layout(4096);

@@ -409,13 +409,29 @@ unsafe fn free_checked(p: *mut u8, heap: *mut Heap) {
     }
 }
 
-/// The rest of a local free of a block too big to zero inline.
+/// The rest of a local free of a block too big to zero inline. The
+/// zeroing comes last, so that on the common way it is a tail call to
+/// `memset` (no frame to set up, no return through here).
 #[inline(never)]
 unsafe fn zero_and_settle(heap: *mut Heap, page: *mut Page, p: *mut u8, size: usize) {
     // SAFETY: `p` is a block of `size` bytes of our page `page`, just freed.
     unsafe {
-        zero_block(p, size);
-        after_local_free(heap, page);
+        if !settled(heap, page) {
+            return zero_and_change(heap, page, p, size);
+        }
+        ptr::write_bytes(p, 0, size)
+    }
+}
+
+/// `zero_and_settle` for a page that changes: zeroed before
+/// `page_changed`, which may retire it.
+#[cold]
+#[inline(never)]
+unsafe fn zero_and_change(heap: *mut Heap, page: *mut Page, p: *mut u8, size: usize) {
+    // SAFETY: as for `zero_and_settle`.
+    unsafe {
+        ptr::write_bytes(p, 0, size);
+        page_changed(heap, page);
     }
 }
 
@@ -493,15 +509,23 @@ pub(crate) unsafe fn take_back(page: *mut Page, p: *mut u8) {
 
 #[inline(always)]
 unsafe fn after_local_free(heap: *mut Heap, page: *mut Page) {
-    // SAFETY: owner-only page of our heap.
+    // SAFETY: forwarded.
     unsafe {
-        // An emptied first page of its class stays (see `page_changed`):
-        // alloc/free of one block empties it every time.
-        if (*page).in_full
-            || ((*page).used == 0 && (*heap::queue(heap, (*page).class as usize)).first != page)
-        {
+        if !settled(heap, page) {
             page_changed(heap, page);
         }
+    }
+}
+
+/// True if a local free into `page` leaves nothing to do: the page is not
+/// parked full, and is not emptied (an emptied first page of its class
+/// stays, see `page_changed`: alloc/free of one block empties it every
+/// time).
+#[inline(always)]
+unsafe fn settled(heap: *mut Heap, page: *mut Page) -> bool {
+    // SAFETY: owner-only page of our heap.
+    unsafe {
+        !(*page).in_full && ((*page).used != 0 || (*heap::queue(heap, (*page).class as usize)).first == page)
     }
 }
 
