@@ -376,7 +376,6 @@ fn freed_memory_reads_zero() {
     }
 }
 
-
 /// Frees that change their slab (into a slab parked as full, or emptying
 /// one that is not the first of its class) take another way through the
 /// free path than the alloc/free pair above; they zero too.
