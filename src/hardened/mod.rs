@@ -518,9 +518,9 @@ unsafe fn after_local_free(heap: *mut Heap, page: *mut Page) {
 }
 
 /// True if a local free into `page` leaves nothing to do: the page is not
-/// parked full, and is not emptied (an emptied first page of its class
-/// stays, see `page_changed`: alloc/free of one block empties it every
-/// time).
+/// parked full, and still has blocks in use or is the first of its class
+/// (which stays when emptied: alloc/free of one block empties it every
+/// time; see `page_changed`).
 #[inline(always)]
 unsafe fn settled(heap: *mut Heap, page: *mut Page) -> bool {
     // SAFETY: owner-only page of our heap.
