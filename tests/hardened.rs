@@ -402,6 +402,7 @@ fn freed_memory_reads_zero_when_its_slab_changes() {
         GLOBAL.dealloc(keep, l);
     }
 }
+
 #[test]
 fn overflow_past_a_slab_hits_its_guard_page() {
     let l = layout(4096);
