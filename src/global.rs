@@ -1,9 +1,12 @@
-//! `MapAlloc`: the `GlobalAlloc` front door. It only routes: small sizes to
-//! the thread heap's fast path, the rest to `large`.
+//! `MapAlloc`: the `GlobalAlloc` front door. It only routes: this is the
+//! one place that chooses between the default heap (`heap`, `large`) and
+//! hardened mode (`hardened`), which never call each other.
 
-use crate::heap::{self, Zero};
+use crate::hardened::{self, Claim};
+use crate::heap;
+use crate::mode::{self, Mode, Zero};
 use crate::segment::{Kind, PAGE_SIZE, Segment, segment_of};
-use crate::size_class::{MIN_ALIGN, SMALL_MAX};
+use crate::size_class::{MIN_ALIGN, SMALL_MAX, class_of};
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
@@ -47,44 +50,48 @@ impl MapAlloc {
     }
 }
 
-/// The mode an allocation asks for. `MapAlloc::hardened()` asks for
-/// hardened mode on every slow path (every first allocation of a thread,
-/// every large or over-aligned one, every `realloc`) and on a free the
-/// heap does not know; the first such request of the process, made before
-/// any heap or mapping exists, fixes the mode, and one that comes after
-/// the process settled as default aborts (`Mode::apply`). The fast path
-/// carries no test of it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Hardened if `MAPALLOC_HARDENED=1` (or a hardened allocator ran first).
-    AsConfigured,
-    Hardened,
-}
-
-impl Mode {
-    /// Switches hardened mode on if asked. Aborts if the process already
-    /// runs in the default mode (a heap or large block was made first, by
-    /// a `MapAlloc::new()` or the raw API): its blocks cannot be served or
-    /// freed as hardened ones, and quietly serving the default would break
-    /// the promise `MapAlloc::hardened()` makes.
-    pub(crate) fn apply(self) {
-        if self == Mode::Hardened && !crate::hardened::request() {
-            crate::os::fatal(
-                &[b"MapAlloc::hardened() used in a process already running in the default mode"],
-                None,
-            );
-        }
-    }
-}
-
 /// Allocates `size` bytes aligned to `align` (a power of two).
+///
+/// `MapAlloc::hardened()` goes to hardened mode with a constant. Otherwise
+/// the default fast path runs first, test-free: a hardened process never
+/// makes a default heap, so its thread pointer stays a sentinel whose
+/// pages are empty, and every allocation lands in `alloc_slow`, which
+/// routes it.
 #[inline(always)]
 pub(crate) fn alloc(size: usize, align: usize, zero: Zero, mode: Mode) -> *mut u8 {
-    if align <= MIN_ALIGN && size <= SMALL_MAX {
-        // SAFETY: the thread's own heap, a size the slabs serve.
-        return unsafe { heap::alloc_small(crate::thread::current_heap(), size, zero, mode) };
+    if mode == Mode::Hardened {
+        return hardened::alloc(size, align);
     }
-    alloc_aligned(size, align, zero, mode)
+    if align <= MIN_ALIGN && size <= SMALL_MAX {
+        let heap = heap::current_heap();
+        let class = class_of(size);
+        // SAFETY: the thread's own heap (or a sentinel), a slab class.
+        let p = unsafe { heap::try_alloc(heap, class, zero) };
+        if !p.is_null() {
+            return p;
+        }
+        return alloc_slow(heap, class, size, align, zero);
+    }
+    alloc_aligned(size, align, zero)
+}
+
+/// The default fast path found nothing: the first allocation of a thread
+/// (or of a hardened process, every allocation), or a page to refill.
+#[cold]
+#[inline(never)]
+fn alloc_slow(heap: *mut heap::Heap, class: usize, size: usize, align: usize, zero: Zero) -> *mut u8 {
+    if heap::is_sentinel(heap) && settle_mode() {
+        return hardened::alloc(size, align);
+    }
+    // SAFETY: the thread's own heap or a sentinel.
+    unsafe { heap::alloc_slow(heap, class, zero) }
+}
+
+/// Fixes the process's mode before its first heap or large block (the
+/// options are read first); true if it is hardened.
+fn settle_mode() -> bool {
+    crate::thread::process_init();
+    mode::settle()
 }
 
 /// Over-aligned or large requests. A size rounded up to a multiple of the
@@ -92,40 +99,72 @@ pub(crate) fn alloc(size: usize, align: usize, zero: Zero, mode: Mode) -> *mut u
 /// pages are 64 KiB-aligned and class sizes keep the power-of-two factor;
 /// see `size_class` tests), so alignments up to a slab page stay in slabs.
 #[inline(never)]
-fn alloc_aligned(size: usize, align: usize, zero: Zero, mode: Mode) -> *mut u8 {
-    mode.apply();
+fn alloc_aligned(size: usize, align: usize, zero: Zero) -> *mut u8 {
+    if settle_mode() {
+        return hardened::alloc(size, align);
+    }
     if align <= PAGE_SIZE {
         // `max(1)`: a zero size would round to zero and land in the
         // 16-byte class, whatever the alignment.
         if let Some(rounded) = size.max(1).checked_next_multiple_of(align)
             && rounded <= SMALL_MAX
         {
+            let heap = heap::current_heap();
+            let class = class_of(rounded);
             // SAFETY: as in `alloc`.
-            return unsafe {
-                heap::alloc_small(crate::thread::current_heap(), rounded, zero, mode)
-            };
+            let p = unsafe { heap::try_alloc(heap, class, zero) };
+            if !p.is_null() {
+                return p;
+            }
+            // SAFETY: the thread's own heap or a sentinel.
+            return unsafe { heap::alloc_slow(heap, class, zero) };
         }
     }
     // SAFETY: `align` is a power of two (Layout's guarantee).
     unsafe { crate::large::alloc(size, align, zero) }
 }
 
-/// Bytes usable at `p`, a live block of ours.
+/// Frees `p`, of whose size and alignment `claim` says what the caller
+/// knows (hardened mode checks it).
+///
+/// # Safety
+/// `p` was returned by this allocator and is not used again (in hardened
+/// mode a bad `p` aborts).
+#[inline(always)]
+pub(crate) unsafe fn free(p: *mut u8, claim: Claim, mode: Mode) {
+    // SAFETY: hardened free validates `p` before trusting it. Inlined for
+    // `MapAlloc::hardened()`; out of line behind the one predictable test
+    // that `MAPALLOC_HARDENED=1` costs the default.
+    unsafe {
+        if mode == Mode::Hardened {
+            return hardened::free(p, claim);
+        }
+        if mode::hardened() {
+            return hardened::free_outlined(p, claim);
+        }
+        heap::free(p)
+    }
+}
+
+/// Bytes usable at `p`, a live block of ours (hardened mode: the size it
+/// was asked for, so that no caller writes over its canary).
 ///
 /// # Safety
 /// `p` is a live block returned by this allocator.
 pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
-    if crate::hardened::enabled() {
-        crate::hardened::check_live(p);
+    // SAFETY: forwarded; hardened mode checks `p` first.
+    unsafe {
+        if mode::hardened() {
+            return hardened::usable_size(p);
+        }
+        block_size(p)
     }
-    // SAFETY: forwarded, and checked in hardened mode.
-    unsafe { block_size(p) }
 }
 
-/// The usable size of `p`, read from its headers without a check.
+/// The usable size of a default block `p`, read from its headers.
 ///
 /// # Safety
-/// `p` is a live block of ours (checked first in hardened mode).
+/// `p` is a live block of ours, in the default mode.
 unsafe fn block_size(p: *mut u8) -> usize {
     let seg = segment_of(p);
     // SAFETY: `p` is live, so its header is.
@@ -151,9 +190,9 @@ pub(crate) unsafe fn realloc(
     new_size: usize,
     mode: Mode,
 ) -> *mut u8 {
-    mode.apply();
-    if crate::hardened::enabled() {
-        crate::hardened::check_live(p);
+    if mode.is_hardened() {
+        // SAFETY: hardened mode validates `p` first.
+        return unsafe { hardened::realloc(p, align, old_size, new_size) };
     }
     let seg = segment_of(p);
     // SAFETY: `p` is live, so its header is; a large block's header heads
@@ -178,10 +217,21 @@ pub(crate) unsafe fn realloc(
         if !q.is_null() {
             let old_size = old_size.unwrap_or_else(|| block_size(p));
             ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
-            heap::free(p, mode);
+            heap::free(p);
         }
         q
     }
+}
+
+/// The `collect()` API, in the process's mode.
+pub(crate) fn collect() {
+    if mode::hardened() {
+        hardened::collect();
+    } else {
+        heap::collect_current();
+    }
+    crate::large::purge_all();
+    crate::segment::SEGMENT_CACHE.drain();
 }
 
 // SAFETY: every method upholds GlobalAlloc's contract: blocks are at least
@@ -203,9 +253,10 @@ unsafe impl GlobalAlloc for MapAlloc {
     }
 
     #[inline(always)]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let claim = Claim::sized(Some(layout.size()), layout.align());
         // SAFETY: GlobalAlloc's contract: `ptr` is a live block of ours.
-        unsafe { heap::free(ptr, self.mode()) }
+        unsafe { free(ptr, claim, self.mode()) }
     }
 
     #[inline(always)]

@@ -7,9 +7,12 @@
 //! and reused by the next large request that fits: faulting in and zeroing
 //! fresh pages is what makes a mapping per buffer slow, not the system
 //! call. After the delay it is unmapped.
+//!
+//! A *fenced* block (hardened mode's, see `hardened::large`) ends at a
+//! guard page instead, is never cached, and records the size asked for.
 
 use crate::fixed::FixedVec;
-use crate::heap::Zero;
+use crate::mode::Zero;
 use crate::os::{self, OS_PAGE};
 use crate::registry;
 use crate::segment::{Header, Kind, SEGMENT_SIZE};
@@ -24,8 +27,10 @@ pub(crate) struct Large {
     map_len: usize,
     /// Distance from the mapping's start to the block.
     offset: usize,
-    /// Bytes of the trailing guard page (hardened mode), else 0.
+    /// Bytes of the trailing guard page (a fenced block), else 0.
     guard: usize,
+    /// A fenced block: the size asked for.
+    requested: usize,
 }
 
 /// Where the block starts in its mapping: one header page, or the
@@ -46,12 +51,6 @@ fn mapping_len(offset: usize, size: usize) -> Option<usize> {
 /// None beyond Rust's: returns null or a block of `size` bytes aligned to
 /// `align` (a power of two).
 pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
-    // First: it reads `MAPALLOC_HARDENED`, which must hold for the
-    // process's first allocation too, even if that one is large.
-    crate::thread::process_init();
-    if crate::hardened::settle() {
-        return alloc_guarded(size, align);
-    }
     let offset = block_offset(align);
     let Some(len) = mapping_len(offset, size) else {
         return ptr::null_mut();
@@ -85,10 +84,12 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
     }
 }
 
-/// Hardened mode: a fresh mapping whose block ends at a guard page (to
-/// the alignment; alignments above a page leave under a page of slack),
-/// never cached, so freed contents go back to the kernel at once.
-fn alloc_guarded(size: usize, align: usize) -> *mut u8 {
+/// A fenced block of `size` bytes aligned to `align`: a fresh mapping
+/// whose block ends at a `PROT_NONE` guard page, as close as the
+/// alignment allows (to the byte for a size that is a multiple of it;
+/// alignments above a page leave the block at the start). Fresh memory
+/// reads as zero.
+pub(crate) fn alloc_fenced(size: usize, align: usize) -> *mut u8 {
     let offset = block_offset(align);
     let Some(body) = size.checked_next_multiple_of(OS_PAGE) else {
         return ptr::null_mut();
@@ -117,15 +118,113 @@ fn alloc_guarded(size: usize, align: usize) -> *mut u8 {
     } else {
         0
     };
-    // SAFETY: a fresh mapping of `len` bytes; the header is rewritten with
-    // the guard size after `finish`.
+    // SAFETY: a fresh mapping of `len` bytes; the header is completed
+    // after `finish` wrote it.
     unsafe {
         let p = finish(base, len, offset + slack);
         if !p.is_null() {
             (*base.cast::<Large>()).guard = OS_PAGE;
+            (*base.cast::<Large>()).requested = size;
         }
         p
     }
+}
+
+/// The size asked for of a fenced block, and where its guard page starts.
+///
+/// # Safety
+/// `large` heads a live fenced mapping.
+pub(crate) unsafe fn fenced_extent(large: *mut Large) -> (usize, *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let guard_at = large.cast::<u8>().add((*large).map_len - (*large).guard);
+        ((*large).requested, guard_at)
+    }
+}
+
+/// Resizes a fenced block without copying it: its start stays, the
+/// mapping grows (with `mremap`, moving the pages if it must) or shrinks,
+/// and the guard page moves to the page after its new end. Returns the
+/// block (possibly moved), or null with the block untouched.
+///
+/// # Safety
+/// `large` heads a live fenced mapping whose block the caller owns.
+pub(crate) unsafe fn realloc_fenced(large: *mut Large, new_size: usize) -> *mut u8 {
+    // SAFETY: the caller's contract; the header moves with the pages.
+    unsafe {
+        let (base, len, offset) = (large.cast::<u8>(), (*large).map_len, (*large).offset);
+        let Some(end) = offset
+            .checked_add(new_size)
+            .and_then(|e| e.checked_next_multiple_of(OS_PAGE))
+            .filter(|&e| e <= isize::MAX as usize - OS_PAGE)
+        else {
+            return ptr::null_mut();
+        };
+        let old_end = len - OS_PAGE;
+        if end == old_end {
+            (*large).requested = new_size;
+            return base.add(offset);
+        }
+        if end < old_end {
+            // Shrink: a new guard, and the pages past it go.
+            if !os::protect_none(base.add(end), OS_PAGE) {
+                return ptr::null_mut();
+            }
+            if os::unmap(base.add(end + OS_PAGE), len - end - OS_PAGE) {
+                (*large).map_len = end + OS_PAGE;
+                STATS.sub(Counter::LargeBytes, len - end - OS_PAGE);
+            } else {
+                // The tail stays mapped (counted) behind the new guard.
+                os::protect_none(base.add(end + OS_PAGE), len - end - OS_PAGE);
+            }
+            (*large).requested = new_size;
+            return base.add(offset);
+        }
+        // Grow. `mremap` moves one mapping, so the old guard is opened
+        // first and the whole becomes one read-write range.
+        let new_len = end + OS_PAGE;
+        if !os::protect_rw(base.add(old_end), OS_PAGE) {
+            return ptr::null_mut();
+        }
+        let moved = if os::remap_in_place(base, len, new_len) {
+            base
+        } else {
+            match remap_moving(base, len, new_len, offset) {
+                Some(target) => target,
+                None => {
+                    os::protect_none(base.add(old_end), OS_PAGE);
+                    return ptr::null_mut();
+                }
+            }
+        };
+        // Should the new guard be refused (the map-count limit), the block
+        // is still whole and ours; it only goes unfenced.
+        os::protect_none(moved.add(end), OS_PAGE);
+        let header = moved.cast::<Large>();
+        (*header).map_len = new_len;
+        (*header).requested = new_size;
+        STATS.add(Counter::LargeBytes, new_len - len);
+        moved.add(offset)
+    }
+}
+
+/// Moves mapping `[base, base+len)` to a fresh segment-aligned reservation
+/// of `new_len` bytes with `mremap` (its pages moved, not copied) and
+/// registers it there; None (nothing changed) if it cannot.
+fn remap_moving(base: *mut u8, len: usize, new_len: usize, offset: usize) -> Option<*mut u8> {
+    if offset > SEGMENT_SIZE {
+        return None;
+    }
+    let target = os::map_aligned(new_len, SEGMENT_SIZE, 0)?.as_ptr();
+    if !os::remap_to(base, len, new_len, target) {
+        os::unmap(target, new_len);
+        return None;
+    }
+    registry::remove(base as usize);
+    // The target was mapped in the 47-bit space like every mapping of
+    // ours, so setting its bit cannot fail.
+    registry::insert(target as usize);
+    Some(target)
 }
 
 /// True if `p` is the block of the large mapping `large` heads.
@@ -154,6 +253,7 @@ unsafe fn finish(base: *mut u8, map_len: usize, offset: usize) -> *mut u8 {
             map_len,
             offset,
             guard: 0,
+            requested: 0,
         });
         STATS.add(Counter::LargeMappings, 1);
         STATS.add(Counter::LargeBytes, map_len);
@@ -186,13 +286,20 @@ pub(crate) unsafe fn free(large: *mut Large) {
     }
 }
 
-/// Usable bytes of the large block at `p`.
+/// Usable bytes of the large block at `p`: up to the end of its mapping,
+/// or for a fenced block the size asked for.
 ///
 /// # Safety
 /// `large` heads a live large mapping.
 pub(crate) unsafe fn usable_size(large: *mut Large) -> usize {
     // SAFETY: the caller's contract.
-    unsafe { (*large).map_len - (*large).offset - (*large).guard }
+    unsafe {
+        if (*large).guard != 0 {
+            (*large).requested
+        } else {
+            (*large).map_len - (*large).offset
+        }
+    }
 }
 
 /// Resizes a large block, moving its pages with `mremap` rather than
@@ -205,9 +312,7 @@ pub(crate) unsafe fn realloc(large: *mut Large, new_size: usize) -> *mut u8 {
     // SAFETY: the caller's contract; the header moves with the pages.
     unsafe {
         let (old_len, offset) = ((*large).map_len, (*large).offset);
-        if (*large).guard != 0 {
-            return ptr::null_mut(); // hardened: allocate, copy, free
-        }
+        debug_assert!((*large).guard == 0, "fenced blocks resize with realloc_fenced");
         let base = large.cast::<u8>();
         let Some(new_len) = mapping_len(offset, new_size) else {
             return ptr::null_mut();
@@ -226,22 +331,9 @@ pub(crate) unsafe fn realloc(large: *mut Large, new_size: usize) -> *mut u8 {
             STATS.add(Counter::LargeBytes, new_len - old_len);
             return base.add(offset);
         }
-        if offset > SEGMENT_SIZE {
-            return ptr::null_mut();
-        }
-        // Reserve a segment-aligned target and move the pages there.
-        let Some(target) = os::map_aligned(new_len, SEGMENT_SIZE, 0) else {
+        let Some(target) = remap_moving(base, old_len, new_len, offset) else {
             return ptr::null_mut();
         };
-        let target = target.as_ptr();
-        if !os::remap_to(base, old_len, new_len, target) {
-            os::unmap(target, new_len);
-            return ptr::null_mut();
-        }
-        registry::remove(base as usize);
-        // The target was mapped in the 47-bit space like every mapping of
-        // ours, so setting its bit cannot fail.
-        registry::insert(target as usize);
         let moved = target.cast::<Large>();
         (*moved).map_len = new_len;
         STATS.add(Counter::LargeBytes, new_len - old_len);

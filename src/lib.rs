@@ -30,6 +30,7 @@ allocator! {
     mod hardened;
     mod heap;
     mod large;
+    mod mode;
     mod options;
     mod os;
     mod page;
@@ -39,6 +40,7 @@ allocator! {
     pub mod secret;
     mod segment;
     mod size_class;
+    mod slabs;
     mod stats;
     mod thread;
 
@@ -49,7 +51,7 @@ allocator! {
     /// pages, the shared fallback heap's, the large-mapping cache and the
     /// segment cache. Other threads' heaps are left alone (they are theirs).
     pub fn collect() {
-        thread::collect_current();
+        global::collect();
     }
 
     /// Bytes usable at `ptr`, which may exceed the size asked for (the

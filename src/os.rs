@@ -235,41 +235,76 @@ pub(crate) fn write_stderr(bytes: &[u8]) {
 }
 
 /// Writes `mapalloc: <parts…> 0x<addr>` (or, with no address, just the
-/// parts) to stderr from a stack buffer and aborts: the one way the
-/// allocator (hardened checks, secret pools, a misuse of the modes)
-/// reports what it cannot go on from. Allocates nothing, formats nothing.
+/// parts) to stderr and aborts: the one way the allocator (hardened
+/// checks, secret pools, a misuse of the modes) reports what it cannot go
+/// on from. Allocates nothing, formats nothing.
 #[cold]
 pub(crate) fn fatal(parts: &[&[u8]], addr: Option<usize>) -> ! {
-    let mut line = FixedVec::<u8, 160>::new(0);
-    for &b in b"mapalloc: ".iter().chain(parts.iter().copied().flatten()) {
-        let _ = line.push(b);
+    let mut line = Line::new();
+    for &part in parts {
+        line = line.text(part);
     }
     if let Some(addr) = addr {
-        push_hex(&mut line, addr);
+        line = line.text(b" ").hex(addr);
     }
-    let _ = line.push(b'\n');
-    write_stderr(line.as_slice());
-    // SAFETY: abort never returns and is always safe to call.
-    unsafe { libc::abort() }
+    line.abort()
 }
 
-/// Appends ` 0x<addr>` in lower-case hex.
-fn push_hex(line: &mut FixedVec<u8, 160>, addr: usize) {
-    for &b in b" 0x" {
-        let _ = line.push(b);
+/// One line of report, `mapalloc: ` and then its pieces, built in a stack
+/// buffer (no allocation, no formatting machinery; a line that does not
+/// fit is cut short), written to stderr with one `write(2)` before the
+/// process aborts.
+pub(crate) struct Line(FixedVec<u8, 200>);
+
+impl Line {
+    pub(crate) fn new() -> Line {
+        Line(FixedVec::new(0)).text(b"mapalloc: ")
     }
-    let digits = if addr == 0 {
-        1
-    } else {
-        (usize::BITS - addr.leading_zeros()).div_ceil(4)
-    };
-    for i in (0..digits).rev() {
-        let _ = line.push(
-            b"0123456789abcdef"
-                .get((addr >> (i * 4)) & 0xf)
-                .copied()
-                .unwrap_or(b'?'),
-        );
+
+    pub(crate) fn text(mut self, text: &[u8]) -> Line {
+        for &b in text {
+            let _ = self.0.push(b);
+        }
+        self
+    }
+
+    /// `0x` and `value` in lower-case hex.
+    pub(crate) fn hex(self, value: usize) -> Line {
+        let digits = (usize::BITS - value.leading_zeros()).div_ceil(4).max(1);
+        self.text(b"0x").digits(value, 16, digits)
+    }
+
+    /// `value` in decimal.
+    pub(crate) fn dec(self, value: usize) -> Line {
+        let mut digits = 1;
+        let mut v = value / 10;
+        while v != 0 {
+            digits += 1;
+            v /= 10;
+        }
+        self.digits(value, 10, digits)
+    }
+
+    fn digits(mut self, value: usize, base: usize, digits: u32) -> Line {
+        for i in (0..digits).rev() {
+            let d = (value / base.wrapping_pow(i)) % base;
+            let _ = self.0.push(b"0123456789abcdef".get(d).copied().unwrap_or(b'?'));
+        }
+        self
+    }
+
+    /// Writes the line and aborts.
+    #[cold]
+    pub(crate) fn abort(self) -> ! {
+        let mut line = self.text(b"\n");
+        if line.0.is_full() {
+            // Cut short: end it with a newline anyway.
+            let _ = line.0.swap_remove(line.0.len() - 1);
+            let _ = line.0.push(b'\n');
+        }
+        write_stderr(line.0.as_slice());
+        // SAFETY: abort never returns and is always safe to call.
+        unsafe { libc::abort() }
     }
 }
 
@@ -343,6 +378,14 @@ mod tests {
         assert_eq!(parse_usize(b""), None);
         assert_eq!(parse_usize(b"12x"), None);
         assert_eq!(parse_usize(b"99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn lines_format_numbers() {
+        let l = Line::new().text(b"x ").hex(0xbeef).text(b" ").dec(0).text(b" ").dec(1234);
+        assert_eq!(l.0.as_slice(), b"mapalloc: x 0xbeef 0 1234");
+        assert_eq!(Line::new().hex(0).0.as_slice(), b"mapalloc: 0x0");
+        assert_eq!(Line::new().dec(usize::MAX).0.as_slice(), b"mapalloc: 18446744073709551615");
     }
 
     #[test]

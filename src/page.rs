@@ -33,9 +33,7 @@ impl Link for Block {
 pub(crate) struct Page {
     /// Blocks ready to hand out. Owner only. In a hardened slab, only the
     /// first (the block of `first_free`, meaningless when that is
-    /// `NO_SLOT`): its link is in the slot table, not in the block, so the
-    /// default fast path must never pop from a hardened page (it does not:
-    /// a hardened heap's `current` stays `EMPTY_PAGE`).
+    /// `NO_SLOT`): its link is in the slot table, not in the block.
     pub(crate) free: *mut Block,
     /// Blocks freed by the owner. Owner only.
     pub(crate) local_free: *mut Block,
@@ -62,11 +60,15 @@ pub(crate) struct Page {
     pub(crate) span: u8,
     /// Index distance to the slab's head descriptor (0 on the head).
     pub(crate) head_delta: u8,
-    /// Hardened slabs: the slot of `free` (see `hardened::slots`). Default
-    /// slabs keep `NO_SLOT`, so hardened mode's fast path finds no free
-    /// slot in them (see `hardened::alloc`).
+    /// Slabs that keep their free list out of line (hardened ones, see
+    /// `hardened::slots`): the slot of `free`, or `NO_SLOT`. Unused by
+    /// default slabs.
     pub(crate) first_free: u16,
 }
+
+/// `Page::first_free` when no slot is free (below `0x8000`: hardened slot
+/// tables keep their other states above it, see `hardened::slots`).
+pub(crate) const NO_SLOT: u16 = 0x7ffe;
 
 // A power-of-two size makes `ptr -> page` a shift, not a multiply.
 const_assert!(core::mem::size_of::<Page>() == 64);
@@ -84,7 +86,7 @@ impl Page {
         class: u8::MAX,
         span: 0,
         head_delta: 0,
-        first_free: crate::hardened::NO_SLOT,
+        first_free: NO_SLOT,
         local_free: ptr::null_mut(),
         thread_free: RemoteFreeList::new(),
         block_size: 0,
@@ -112,7 +114,7 @@ impl Page {
         self.block_size = block_size as u32;
         self.carved = 0;
         self.capacity = capacity as u32;
-        self.first_free = crate::hardened::NO_SLOT;
+        self.first_free = NO_SLOT;
         self.next = ptr::null_mut();
         self.prev = ptr::null_mut();
     }

@@ -6,19 +6,20 @@
 //! questions about pointers.
 
 use crate::global;
-use crate::heap::{self, Zero};
+use crate::hardened::Claim;
+use crate::mode::{self, Mode, Zero};
 use crate::segment::{Kind, segment_of};
 
 /// `size` bytes aligned to `align` (a power of two), or null.
 #[inline]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
-    global::alloc(size, align, Zero::No, global::Mode::AsConfigured)
+    global::alloc(size, align, Zero::No, Mode::AsConfigured)
 }
 
 /// As `alloc`, reading as zero.
 #[inline]
 pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    global::alloc(size, align, Zero::Yes, global::Mode::AsConfigured)
+    global::alloc(size, align, Zero::Yes, Mode::AsConfigured)
 }
 
 /// True if `p` lies in a segment of ours, or is the block of a large
@@ -37,6 +38,18 @@ pub fn owns(p: *const u8) -> bool {
     unsafe { (*seg).header.kind != Kind::Large || crate::large::is_block(seg.cast(), p.cast_mut()) }
 }
 
+/// True if `free`, `realloc` and `usable_size` validate every pointer
+/// themselves (hardened mode), aborting on one that is not a live block
+/// of ours: the C ABI then passes them every non-null pointer, where in
+/// the default mode it leaves pointers it does not own alone.
+/// (It settles the process's mode, which the options decide, if no
+/// allocation has yet.)
+#[inline]
+pub fn validates_pointers() -> bool {
+    crate::thread::process_init();
+    mode::settle()
+}
+
 /// Frees a block.
 ///
 /// # Safety
@@ -44,7 +57,33 @@ pub fn owns(p: *const u8) -> bool {
 #[inline]
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: forwarded.
-    unsafe { heap::free(p, global::Mode::AsConfigured) }
+    unsafe { global::free(p, Claim::NONE, Mode::AsConfigured) }
+}
+
+/// Frees a block whose caller says it was asked for exactly `size` bytes
+/// (if known) and has alignment `align` (1 if not known): C23
+/// `free_sized` and `free_aligned_sized`. Hardened mode checks what is
+/// claimed and aborts on a mismatch.
+///
+/// # Safety
+/// As `free`.
+#[inline]
+pub unsafe fn free_sized(p: *mut u8, size: Option<usize>, align: usize) {
+    // SAFETY: forwarded.
+    unsafe { global::free(p, Claim::sized(size, align), Mode::AsConfigured) }
+}
+
+/// As `free_sized`, for C++'s sized and aligned `operator delete`: the
+/// size is what `operator new` was asked for, which libstdc++ turns into a
+/// `malloc` of at least 1 byte and an `aligned_alloc` of a multiple of the
+/// alignment.
+///
+/// # Safety
+/// As `free`.
+#[inline]
+pub unsafe fn free_cxx(p: *mut u8, size: Option<usize>, align: usize) {
+    // SAFETY: forwarded.
+    unsafe { global::free(p, Claim::cxx(size, align), Mode::AsConfigured) }
 }
 
 /// Resizes a block keeping `align`; null (block untouched) on failure.
@@ -53,7 +92,7 @@ pub unsafe fn free(p: *mut u8) {
 /// `p` is a live block of ours allocated with `align`.
 pub unsafe fn realloc(p: *mut u8, align: usize, new_size: usize) -> *mut u8 {
     // SAFETY: forwarded; the caller may have written all the usable size.
-    unsafe { global::realloc(p, align, None, new_size, global::Mode::AsConfigured) }
+    unsafe { global::realloc(p, align, None, new_size, Mode::AsConfigured) }
 }
 
 /// Bytes usable at `p`.
@@ -63,4 +102,13 @@ pub unsafe fn realloc(p: *mut u8, align: usize, new_size: usize) -> *mut u8 {
 pub unsafe fn usable_size(p: *const u8) -> usize {
     // SAFETY: forwarded.
     unsafe { global::usable_size(p.cast_mut()) }
+}
+
+/// To run as the process exits (the C ABI's destructor): in hardened mode,
+/// checks that the blocks still waiting in the calling thread's quarantine
+/// were not written to after they were freed.
+pub fn at_exit() {
+    if mode::hardened() {
+        crate::hardened::at_exit();
+    }
 }

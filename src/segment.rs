@@ -9,7 +9,6 @@
 //! exactly one segment below the block.
 
 use crate::fixed::FixedVec;
-use crate::heap::Heap;
 use crate::lockfree::{Link, SlotCache, TakeAllStack};
 use crate::os;
 use crate::page::{Block, Page};
@@ -24,32 +23,25 @@ pub(crate) const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
 pub(crate) const PAGE_SHIFT: usize = 16;
 pub(crate) const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 pub(crate) const PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
-/// Bits of the slab pages in `free_mask` (page 0 is the header).
-const ALL_SLAB_PAGES: u64 = !1;
-
-/// The pages that hold slabs in this process's mode: hardened segments
-/// keep pages 1..=8 for slot tables.
-fn slab_pages() -> u64 {
-    if crate::hardened::enabled() {
-        ALL_SLAB_PAGES & !crate::hardened::TABLE_PAGES
-    } else {
-        ALL_SLAB_PAGES
-    }
-}
+/// Bits of every page but the header in `free_mask`: the slab pages of a
+/// default segment (a hardened one keeps some for its slot tables).
+pub(crate) const ALL_SLAB_PAGES: u64 = !1;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(usize)]
 pub(crate) enum Kind {
     Small = 0x5e6_0001,
     Large = 0x5e6_0002,
+    /// Hardened mode's zero-size blocks (`hardened::zero`).
+    Zero = 0x5e6_0003,
 }
 
-/// The words every segment and large mapping starts with.
+/// The words every segment, large mapping and zero chunk starts with.
 #[repr(C)]
 pub(crate) struct Header {
-    /// The heap whose thread frees here without atomics; null for large
-    /// mappings and abandoned segments.
-    pub(crate) owner: AtomicPtr<Heap>,
+    /// The heap (of either kind) whose thread frees here without atomics;
+    /// null for large mappings and abandoned segments.
+    pub(crate) owner: AtomicPtr<u8>,
     pub(crate) kind: Kind,
 }
 
@@ -64,6 +56,8 @@ pub(crate) struct Segment {
     /// Links in the owner heap's segment list. Owner only.
     pub(crate) heap_next: *mut Segment,
     pub(crate) heap_prev: *mut Segment,
+    /// Bit i: page i may hold a slab (fixed when the segment is mapped).
+    pub(crate) slab_pages: u64,
     /// Bit i: page i is not part of a slab.
     pub(crate) free_mask: u64,
     /// Bit i: page i is free but still holds physical memory.
@@ -109,18 +103,16 @@ impl Segment {
         (page as usize - base as usize) / core::mem::size_of::<Page>()
     }
 
-    /// Takes a segment from the cache, or maps a fresh one; its header is
-    /// initialised with `owner`. Null if the OS refuses memory.
-    pub(crate) fn acquire(owner: *mut Heap) -> *mut Segment {
+    /// Takes a segment from the cache, or maps a fresh one (prepared with
+    /// `fresh`) with slabs in `slab_pages`; its header is initialised with
+    /// `owner`. Null if the OS refuses memory. (The process has one mode,
+    /// so a cached segment was made with the same `slab_pages`.)
+    pub(crate) fn acquire(owner: *mut u8, slab_pages: u64, fresh: fn(*mut Segment) -> bool) -> *mut Segment {
         let (seg, dirty, zero) = match SEGMENT_CACHE.take() {
             // SAFETY: a cached segment is ours alone; its header is intact.
             Some(s) => unsafe { (s, (*s).dirty_mask, (*s).zero_mask) },
             None => match os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0) {
-                Some(p)
-                    if (!crate::hardened::enabled()
-                        || crate::hardened::fence_tables(p.as_ptr().cast()))
-                        && registry::insert(p.as_ptr() as usize) =>
-                {
+                Some(p) if fresh(p.as_ptr().cast()) && registry::insert(p.as_ptr() as usize) => {
                     STATS.add(Counter::Segments, 1);
                     (p.as_ptr().cast::<Segment>(), 0, ALL_SLAB_PAGES)
                 }
@@ -144,7 +136,8 @@ impl Segment {
                 abandoned_next: ptr::null_mut(),
                 heap_next: ptr::null_mut(),
                 heap_prev: ptr::null_mut(),
-                free_mask: slab_pages(),
+                slab_pages,
+                free_mask: slab_pages,
                 dirty_mask: dirty,
                 zero_mask: zero,
                 purge_at,
@@ -162,7 +155,7 @@ impl Segment {
     pub(crate) unsafe fn release(seg: *mut Segment) {
         // SAFETY: forwarded; read before the cache makes it visible.
         let purge_at = unsafe {
-            debug_assert!((*seg).free_mask == slab_pages());
+            debug_assert!((*seg).is_empty());
             if (*seg).dirty_mask != 0 && DIRTY_CACHED.load(Ordering::Relaxed) >= MAX_DIRTY_CACHED {
                 (*seg).purge_dirty();
             }
@@ -218,7 +211,7 @@ impl Segment {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.free_mask == slab_pages()
+        self.free_mask == self.slab_pages
     }
 
     /// `madvise`s every dirty free page away, one call per run of pages.
@@ -228,9 +221,6 @@ impl Segment {
         while mask != 0 {
             let start = mask.trailing_zeros() as usize;
             let len = (mask >> start).trailing_ones() as usize;
-            if crate::hardened::enabled() {
-                crate::hardened::purge_tables(self, start, len);
-            }
             if os::purge((base + start * PAGE_SIZE) as *mut u8, len * PAGE_SIZE) {
                 let m = if len == 64 {
                     u64::MAX

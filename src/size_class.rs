@@ -11,7 +11,7 @@ use static_assertions::const_assert;
 /// Every block is at least this aligned.
 pub(crate) const MIN_ALIGN: usize = 16;
 /// Largest size served by slab classes.
-const SLAB_MAX: usize = 128 << 10;
+pub(crate) const SLAB_MAX: usize = 128 << 10;
 /// Number of slab classes.
 const SLAB_CLASSES: usize = 8 + 4 * 10;
 /// Largest size served from segments; above it a request gets its own

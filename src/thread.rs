@@ -1,201 +1,283 @@
-//! Which heap a thread uses, and its life cycle.
+//! A thread's heap and its life cycle, for either kind of heap (the
+//! default `heap::Heap`, the hardened `hardened::heap::HardenedHeap`).
 //!
-//! The thread-local is a `const`-initialised `Cell` with no destructor, so
-//! reading it never allocates or registers anything. It starts at
-//! `UNINIT_HEAP`, a sentinel whose pages are all empty: the first
-//! allocation falls into the slow path, which sets up a real heap from our
-//! own memory. Thread exit is caught by a `pthread_key_create` destructor
-//! (allocation-free for the first 32 keys), which abandons the heap and
-//! points the thread at `DEAD_HEAP`; allocations after that (other
-//! destructors) are served from a shared fallback heap under a lock.
+//! Each kind keeps its own thread-local pointer: a `const`-initialised
+//! `Cell` with no destructor, so reading it never allocates or registers
+//! anything. It starts at the kind's `uninit` sentinel, a static heap with
+//! nothing in it, so the first allocation falls into the slow path, which
+//! sets up a real heap from our own memory. Thread exit is caught by a
+//! `pthread_key_create` destructor (allocation-free for the first 32
+//! keys), which gives the heap up and points the thread at the `dead`
+//! sentinel; allocations after that (other destructors) are served from a
+//! shared fallback heap under a lock.
 
-use crate::heap::{self, Collect, Heap, Shared, Zero};
 use crate::os;
 use crate::stats::{Counter, STATS};
 use crate::sync::{Once, SpinLock};
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 
-static UNINIT_HEAP: Shared<Heap> = Shared(UnsafeCell::new(Heap::INIT));
-static DEAD_HEAP: Shared<Heap> = Shared(UnsafeCell::new(Heap::INIT));
-/// Serves threads whose own heap is gone; used only under `FALLBACK_LOCK`.
-static FALLBACK_HEAP: Shared<Heap> = Shared(UnsafeCell::new(Heap::INIT));
-static FALLBACK_LOCK: SpinLock<()> = SpinLock::new(());
+/// A `Sync` wrapper for the few static pages and heaps.
+#[repr(transparent)]
+pub(crate) struct Shared<T>(pub(crate) UnsafeCell<T>);
+// SAFETY: the static pages and sentinel heaps are never written (their
+// free lists are empty, so no path writes them); a fallback heap is
+// written only under its lock.
+unsafe impl<T> Sync for Shared<T> {}
 
-thread_local! {
-    static HEAP: Cell<*mut Heap> = const { Cell::new(UNINIT_HEAP.get()) };
+impl<T> Shared<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Shared(UnsafeCell::new(value))
+    }
+
+    pub(crate) const fn get(&self) -> *mut T {
+        self.0.get()
+    }
 }
 
-#[inline(always)]
-pub(crate) fn current_heap() -> *mut Heap {
-    HEAP.with(Cell::get)
-}
-
-pub(crate) fn is_sentinel(heap: *mut Heap) -> bool {
-    heap == UNINIT_HEAP.get() || heap == DEAD_HEAP.get()
-}
-
-/// The slow path of a thread without a usable heap: set one up, or use the
-/// fallback heap if this thread's heap is already gone.
+/// A kind of thread heap.
 ///
 /// # Safety
-/// `heap` is the calling thread's current (sentinel) heap.
-pub(crate) unsafe fn alloc_without_heap(heap: *mut Heap, size: usize, zero: Zero) -> *mut u8 {
-    let class = crate::size_class::class_of(size);
-    if heap == UNINIT_HEAP.get() {
-        let fresh = init_thread();
+/// `threads` and `tls` return the kind's own statics; `exit` leaves the
+/// heap with nothing in use, ready to be pooled.
+pub(crate) unsafe trait ThreadHeap: Sized + 'static {
+    /// An empty heap.
+    const INIT: Self;
+    fn threads() -> &'static Threads<Self>;
+    fn tls() -> &'static std::thread::LocalKey<Cell<*mut Self>>;
+    /// The heap's link in the pool of unused heaps.
+    fn pool_next(this: *mut Self) -> *mut *mut Self;
+    /// Sets up a heap for the thread (or fallback) that will use it.
+    ///
+    /// # Safety
+    /// `this` is an `INIT` heap no thread uses yet.
+    unsafe fn start(_this: *mut Self) {}
+    /// Runs once a thread's new heap is in place, when the allocator may
+    /// be called again (as registering with libc may).
+    fn installed() {}
+    /// Gives up the heap's memory as its thread exits.
+    ///
+    /// # Safety
+    /// `this` was the exiting thread's heap and nothing else uses it.
+    unsafe fn exit(this: *mut Self);
+}
+
+/// The statics of one kind of thread heap.
+pub(crate) struct Threads<H> {
+    uninit: Shared<H>,
+    dead: Shared<H>,
+    /// Serves threads whose own heap is gone; used only under
+    /// `fallback_lock`, which says whether it was started.
+    fallback: Shared<H>,
+    fallback_lock: SpinLock<bool>,
+    pool: SpinLock<Pool<H>>,
+    key: Once<libc::pthread_key_t>,
+}
+
+impl<H: ThreadHeap> Threads<H> {
+    pub(crate) const fn new() -> Self {
+        Threads {
+            uninit: Shared::new(H::INIT),
+            dead: Shared::new(H::INIT),
+            fallback: Shared::new(H::INIT),
+            fallback_lock: SpinLock::new(false),
+            pool: SpinLock::new(Pool {
+                free: ptr::null_mut(),
+                bump: 0,
+                end: 0,
+            }),
+            key: Once::new(),
+        }
+    }
+
+    /// The sentinel a thread's pointer starts at.
+    pub(crate) const fn uninit(&'static self) -> *mut H {
+        self.uninit.get()
+    }
+
+    pub(crate) fn is_sentinel(&'static self, heap: *mut H) -> bool {
+        heap == self.uninit.get() || heap == self.dead.get()
+    }
+}
+
+/// The calling thread's heap of kind `H` (a sentinel if it has none).
+#[inline(always)]
+pub(crate) fn current<H: ThreadHeap>() -> *mut H {
+    H::tls().with(Cell::get)
+}
+
+/// The slow path of a thread whose heap is a sentinel: sets one up (or,
+/// if the thread's heap is already gone, takes the fallback heap under its
+/// lock) and runs `alloc` on it.
+///
+/// # Safety
+/// `heap` is the calling thread's current heap, a sentinel; `alloc` may
+/// use the heap it is given exclusively.
+pub(crate) unsafe fn alloc_without_heap<H: ThreadHeap>(
+    heap: *mut H,
+    alloc: impl FnOnce(*mut H) -> *mut u8,
+) -> *mut u8 {
+    let threads = H::threads();
+    if heap == threads.uninit.get() {
+        let fresh = init_thread::<H>();
         if !fresh.is_null() {
-            // SAFETY: `fresh` is this thread's new heap.
-            return unsafe { heap::alloc_from(fresh, class, zero) };
+            return alloc(fresh);
         }
     }
-    let _guard = FALLBACK_LOCK.lock();
-    let fallback = FALLBACK_HEAP.get();
-    // SAFETY: the lock gives exclusive use of the fallback heap.
-    unsafe {
-        if crate::hardened::settle() && !(*fallback).hardened {
-            crate::hardened::seed(fallback);
-        }
-        heap::alloc_from(fallback, class, zero)
-    }
-}
-
-/// The `collect()` API: returns the calling thread's free memory to the OS.
-pub(crate) fn collect_current() {
-    let heap = current_heap();
-    if !is_sentinel(heap) {
-        // SAFETY: a non-sentinel heap in our TLS is ours alone.
-        unsafe { heap::collect(heap, Collect::Everything) };
-    }
-    {
-        let _guard = FALLBACK_LOCK.lock();
+    let mut started = threads.fallback_lock.lock();
+    let fallback = threads.fallback.get();
+    if !*started {
         // SAFETY: the lock gives exclusive use of the fallback heap.
-        unsafe { heap::collect(FALLBACK_HEAP.get(), Collect::ForExit) };
+        unsafe { H::start(fallback) };
+        *started = true;
     }
-    crate::large::purge_all();
-    crate::segment::SEGMENT_CACHE.drain();
+    alloc(fallback)
 }
 
-static PROCESS_INIT: Once<libc::pthread_key_t> = Once::new();
-const NO_KEY: libc::pthread_key_t = libc::pthread_key_t::MAX;
+/// Runs `f` on the calling thread's heap (if it has one) and then on the
+/// fallback heap, under its lock: the `collect()` API.
+pub(crate) fn with_own_heaps<H: ThreadHeap>(f: impl Fn(*mut H, Own)) {
+    let threads = H::threads();
+    let heap = current::<H>();
+    if !threads.is_sentinel(heap) {
+        f(heap, Own::Thread);
+    }
+    let started = threads.fallback_lock.lock();
+    if *started {
+        f(threads.fallback.get(), Own::Fallback);
+    }
+}
 
-/// Reads the options and creates the thread-exit key, once per process.
-pub(crate) fn process_init() -> libc::pthread_key_t {
+/// Whose heap `with_own_heaps` hands over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Own {
+    Thread,
+    Fallback,
+}
+
+static PROCESS_INIT: Once<()> = Once::new();
+
+/// Reads the options and settles what they decide, once per process.
+pub(crate) fn process_init() {
     PROCESS_INIT.call_once(|| {
         crate::options::init();
         if crate::options::HARDENED.get() != 0 {
             // Nothing is made before this runs, so the request holds.
-            crate::hardened::request();
+            crate::mode::request();
         }
         os::init_hint(os::random_u64());
+    })
+}
+
+const NO_KEY: libc::pthread_key_t = libc::pthread_key_t::MAX;
+
+fn init_thread<H: ThreadHeap>() -> *mut H {
+    process_init();
+    let threads = H::threads();
+    let key = threads.key.call_once(|| {
         let mut key: libc::pthread_key_t = 0;
         // SAFETY: `key` is a valid out-pointer; the destructor is an
         // `extern "C"` function that never unwinds.
-        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) } == 0 {
+        if unsafe { libc::pthread_key_create(&mut key, Some(thread_exit::<H>)) } == 0 {
             key
         } else {
             NO_KEY
         }
-    })
-}
-
-fn init_thread() -> *mut Heap {
-    let key = process_init();
-    let heap = HEAP_POOL.take();
+    });
+    let heap = take_heap::<H>();
     if heap.is_null() {
         return ptr::null_mut();
     }
-    if crate::hardened::settle() {
-        crate::hardened::seed(heap);
-    }
-    HEAP.with(|h| h.set(heap));
+    // SAFETY: a fresh `INIT` heap, this thread's alone.
+    unsafe { H::start(heap) };
+    H::tls().with(|h| h.set(heap));
     // After the heap is in place: `pthread_atfork` may allocate, and under
     // LD_PRELOAD that allocation comes back here and must find a heap.
-    register_fork_handlers();
+    register_fork_handlers::<H>();
+    H::installed();
     if key != NO_KEY {
         // SAFETY: `key` is a live key. If this fails the heap is simply never
-        // abandoned (its memory stays with the exited thread).
+        // given up (its memory stays with the exited thread).
         unsafe { libc::pthread_setspecific(key, heap.cast()) };
     }
     heap
 }
 
 /// The pthread key destructor: runs once per thread that set up a heap.
-extern "C" fn thread_exit(arg: *mut libc::c_void) {
-    let heap = arg.cast::<Heap>();
-    HEAP.with(|h| h.set(DEAD_HEAP.get()));
+extern "C" fn thread_exit<H: ThreadHeap>(arg: *mut libc::c_void) {
+    let heap = arg.cast::<H>();
+    H::tls().with(|h| h.set(H::threads().dead.get()));
     // SAFETY: `heap` was this thread's heap; no one else uses it, and the
     // thread-local now points elsewhere, so nothing reaches it again.
-    unsafe { heap::abandon(heap) };
-    HEAP_POOL.put(heap);
+    unsafe { H::exit(heap) };
+    put_heap(heap);
 }
 
 /// Heaps of exited threads are kept for new ones; they are carved from
 /// 64 KiB chunks we map ourselves and never unmapped.
-struct HeapPool {
-    free: *mut Heap,
+pub(crate) struct Pool<H> {
+    free: *mut H,
     bump: usize,
     end: usize,
 }
 
 // SAFETY: the pool's raw pointers are only used under its lock.
-unsafe impl Send for HeapPool {}
-
-static HEAP_POOL: SpinLock<HeapPool> = SpinLock::new(HeapPool {
-    free: ptr::null_mut(),
-    bump: 0,
-    end: 0,
-});
+unsafe impl<H> Send for Pool<H> {}
 
 const HEAP_CHUNK: usize = 64 << 10;
 
-impl SpinLock<HeapPool> {
-    fn take(&self) -> *mut Heap {
-        let mut pool = self.lock();
-        let heap = if !pool.free.is_null() {
-            let h = pool.free;
-            // SAFETY: pooled heaps are valid and unused.
-            pool.free = unsafe { (*h).pool_next };
-            h
-        } else {
-            let size = core::mem::size_of::<Heap>().next_multiple_of(64);
-            if pool.end - pool.bump < size {
-                match os::map(HEAP_CHUNK) {
-                    Some(p) => {
-                        pool.bump = p.as_ptr() as usize;
-                        pool.end = pool.bump + HEAP_CHUNK;
-                    }
-                    None => return ptr::null_mut(),
+fn take_heap<H: ThreadHeap>() -> *mut H {
+    let mut pool = H::threads().pool.lock();
+    let heap = if !pool.free.is_null() {
+        let h = pool.free;
+        // SAFETY: pooled heaps are valid and unused.
+        pool.free = unsafe { *H::pool_next(h) };
+        h
+    } else {
+        let size = core::mem::size_of::<H>().next_multiple_of(64);
+        if pool.end - pool.bump < size {
+            match os::map(HEAP_CHUNK.max(size)) {
+                Some(p) => {
+                    pool.bump = p.as_ptr() as usize;
+                    pool.end = pool.bump + HEAP_CHUNK.max(size);
                 }
+                None => return ptr::null_mut(),
             }
-            let h = pool.bump as *mut Heap;
-            pool.bump += size;
-            h
-        };
-        // SAFETY: `heap` points to unused, suitably aligned memory of ours.
-        unsafe { heap.write(Heap::INIT) };
-        STATS.add(Counter::Heaps, 1);
-        heap
-    }
+        }
+        let h = pool.bump as *mut H;
+        pool.bump += size;
+        h
+    };
+    // SAFETY: `heap` points to unused, suitably aligned memory of ours.
+    unsafe { heap.write(H::INIT) };
+    STATS.add(Counter::Heaps, 1);
+    heap
+}
 
-    fn put(&self, heap: *mut Heap) {
-        STATS.sub(Counter::Heaps, 1);
-        let mut pool = self.lock();
-        // SAFETY: the heap is no longer used by any thread.
-        unsafe { (*heap).pool_next = pool.free };
-        pool.free = heap;
-    }
+fn put_heap<H: ThreadHeap>(heap: *mut H) {
+    STATS.sub(Counter::Heaps, 1);
+    let mut pool = H::threads().pool.lock();
+    // SAFETY: the heap is no longer used by any thread.
+    unsafe { *H::pool_next(heap) = pool.free };
+    pool.free = heap;
 }
 
 /// `fork` in a multi-threaded program: a lock held by another thread at
 /// the fork would stay held forever in the child. So the fork takes every
-/// allocator lock first and both processes release them after.
-fn register_fork_handlers() {
+/// allocator lock first and both processes release them after. The
+/// process has one mode, so one kind of heap registers.
+fn register_fork_handlers<H: ThreadHeap>() {
     use crate::sync::{AtomicBool, Ordering};
     static REGISTERED: AtomicBool = AtomicBool::new(false);
     if !REGISTERED.swap(true, Ordering::AcqRel) {
         // SAFETY: the handlers are `extern "C"` functions that never unwind.
-        let rc = unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release)) };
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(fork_prepare::<H>),
+                Some(fork_release::<H>),
+                Some(fork_release::<H>),
+            )
+        };
         if rc != 0 {
             // ENOMEM: try again when the next thread sets up its heap.
             REGISTERED.store(false, Ordering::Release);
@@ -203,19 +285,21 @@ fn register_fork_handlers() {
     }
 }
 
-extern "C" fn fork_prepare() {
+extern "C" fn fork_prepare<H: ThreadHeap>() {
     // Always in this order, so no two forking threads deadlock.
-    core::mem::forget(HEAP_POOL.lock());
-    core::mem::forget(FALLBACK_LOCK.lock());
+    let threads = H::threads();
+    core::mem::forget(threads.pool.lock());
+    core::mem::forget(threads.fallback_lock.lock());
     crate::large::fork_lock();
 }
 
-extern "C" fn fork_release() {
+extern "C" fn fork_release<H: ThreadHeap>() {
+    let threads = H::threads();
     // SAFETY: `fork_prepare` took these locks on this thread (or, in the
     // child, on the thread that became the child) and forgot the guards.
     unsafe {
         crate::large::fork_unlock();
-        FALLBACK_LOCK.force_unlock();
-        HEAP_POOL.force_unlock();
+        threads.fallback_lock.force_unlock();
+        threads.pool.force_unlock();
     }
 }

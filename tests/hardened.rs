@@ -169,10 +169,11 @@ fn invalid_frees_abort() {
 /// The heap's cache of its own slab pages also holds each slab's layout
 /// (its block size, as a divisor): a retired slab must leave it, or a new
 /// slab in the same page is checked against the old layout. Page P first
-/// holds 2 KiB blocks, is retired, then holds only live 128-byte blocks;
-/// `q`, 2 KiB into P, is slot 1 in the old layout and slot 16 in the new.
-/// Freed twice, it must be reported: with P's old entry still cached, the
-/// first free would release slot 1 and the second would go through.
+/// holds 2560-byte slots (2 KiB asked for, with their canary), is
+/// retired, then holds only live 128-byte slots; `q`, 2560 bytes into P,
+/// is slot 1 in the old layout and slot 20 in the new. Freed twice, it
+/// must be reported as a double free: with P's old entry still cached,
+/// the free would be checked against the old layout and go wrong.
 #[test]
 fn a_retired_slab_leaves_the_known_pages() {
     let d = in_child(|| {
@@ -182,18 +183,18 @@ fn a_retired_slab_leaves_the_known_pages() {
             let a = GLOBAL.alloc(layout(2048));
             let page = a as usize & !0xffff;
             GLOBAL.dealloc(a, layout(2048)); // the heap learns P
-            mapalloc::collect(); // P is empty: retired
-            // Every slot of the new slab handed out (480 blocks of 128 bytes
-            // in 60 KiB), so each table entry says LIVE.
+            mapalloc::collect(); // the quarantine empties; P is retired
+            // Every slot of the new slab handed out (480 slots of 128 bytes
+            // in 60 KiB), so each table entry says it is live.
             let in_page = (0..100_000)
-                .map(|_| GLOBAL.alloc(layout(128)))
+                .map(|_| GLOBAL.alloc(layout(120)))
                 .filter(|&p| p as usize & !0xffff == page)
                 .take(480)
                 .count();
-            assert_eq!(in_page, 480, "P reused for 128-byte blocks");
-            let q = (page + 2048) as *mut u8;
-            GLOBAL.dealloc(q, layout(128));
-            GLOBAL.dealloc(q, layout(128));
+            assert_eq!(in_page, 480, "P reused for 128-byte slots");
+            let q = (page + 2560) as *mut u8;
+            GLOBAL.dealloc(q, layout(120));
+            GLOBAL.dealloc(q, layout(120));
             let _ = hold;
         }
     });
@@ -203,15 +204,16 @@ fn a_retired_slab_leaves_the_known_pages() {
 
 /// Frees start from the heap's cache of its own slab pages, which reads the
 /// page's descriptor: an entry must not outlive its segment. Here 16
-/// segments' worth of 2 KiB blocks are freed, so the segments that held
-/// only these blocks are released (past the segment cache's 8: unmapped);
-/// the last block freed, whose page the heap knew, is then freed again. It must be reported as an invalid free; with the entry
+/// segments' worth of 2 KiB blocks are freed and `collect()` empties the
+/// quarantine, so the segments that held only these blocks are released
+/// and unmapped; the last block freed, whose page the heap knew, is then
+/// freed again. It must be reported as an invalid free; with the entry
 /// still cached the free would read the unmapped descriptor (SIGSEGV).
 #[test]
 fn a_released_segment_leaves_the_known_pages() {
     let d = in_child(|| {
-        // 30 blocks a slab, 55 slabs a hardened segment.
-        const N: usize = 16 * 55 * 30;
+        // 24 slots of 2560 bytes a slab, 55 slabs a hardened segment.
+        const N: usize = 16 * 55 * 24;
         let mut blocks = [std::ptr::null_mut::<u8>(); N];
         // SAFETY: plain allocations, each freed once, then the last one a
         // second time on purpose.
@@ -232,8 +234,6 @@ fn a_released_segment_leaves_the_known_pages() {
                 }
             }
             let fresh = &segments[2..n];
-            // Newest first, so a segment's last slab to empty is not the
-            // first page of its class queue (which is kept when empty).
             let mut last = std::ptr::null_mut();
             for &p in blocks.iter().rev() {
                 if fresh.contains(&(p as usize >> 22)) {
@@ -241,6 +241,7 @@ fn a_released_segment_leaves_the_known_pages() {
                     last = p;
                 }
             }
+            mapalloc::collect();
             GLOBAL.dealloc(last, layout(2048));
         }
     });
@@ -359,7 +360,7 @@ fn free_on_another_thread(blocks: &[usize], l: Layout) {
 
 #[test]
 fn freed_memory_reads_zero() {
-    for size in [16, 48, 1000, 64 << 10, 200 << 10] {
+    for size in [16, 48, 1000, 64 << 10, 120 << 10] {
         let l = layout(size);
         // SAFETY: allocate, fill, free, then read the freed block: hardened
         // mode keeps slab memory mapped and zeroes it on free.
@@ -403,19 +404,21 @@ fn freed_memory_reads_zero_when_its_slab_changes() {
     }
 }
 
+/// A block of 4 KiB has a 5120-byte slot (4 KiB and at least 8 bytes of
+/// canary); the last slot of a slab ends at its guard page.
 #[test]
 fn overflow_past_a_slab_hits_its_guard_page() {
     let l = layout(4096);
     let d = in_child(|| {
-        // SAFETY: fill slabs of the 4 KiB class, then write one byte past
-        // the block that ends where its slab's guard page starts.
+        // SAFETY: fill slabs of the 5120-byte class, then write one byte
+        // past the slot that ends where its slab's guard page starts.
         unsafe {
             let blocks: Vec<*mut u8> = (0..64).map(|_| GLOBAL.alloc(l)).collect();
             let last = blocks
                 .iter()
-                .find(|&&p| (p as usize + 4096) % (64 << 10) == (60 << 10))
+                .find(|&&p| (p as usize + 5120) % (64 << 10) == (60 << 10))
                 .expect("a block adjacent to a guard page");
-            last.add(4096).write_volatile(1);
+            last.add(5120).write_volatile(1);
         }
     });
     assert_eq!(d.signal, Some(libc::SIGSEGV), "{d:?}");
@@ -489,5 +492,280 @@ fn hardened_blocks_still_work_across_threads() {
         for v in &vs {
             assert!(v.iter().all(|&b| b == t as u8));
         }
+    }
+}
+
+/// Runs `misuse` on a fresh block of `size` bytes in a child; asserts the
+/// child aborted with `mapalloc: <what> of 0x<block>` and, when given, the
+/// rest of the line.
+fn misuse_aborts(size: usize, what: &str, rest: &str, misuse: impl FnOnce(*mut u8, Layout)) {
+    let l = layout(size);
+    let mut at = 0;
+    let d = in_child(|| {
+        // SAFETY: a fresh block; what `misuse` does with it is the test.
+        let p = unsafe { GLOBAL.alloc(l) };
+        at = p as usize;
+        misuse(p, l);
+    });
+    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
+    let prefix = format!("mapalloc: {what} of 0x");
+    assert!(d.stderr.starts_with(&prefix), "{d:?}");
+    assert!(d.stderr.ends_with(&format!("{rest}\n")), "{d:?}");
+    let _ = at;
+}
+
+#[test]
+fn an_overflow_into_the_canary_is_detected_at_free() {
+    for size in [8, 13, 100, 4096, 100_000] {
+        for k in [1, 8, 32] {
+            // SAFETY: `k` bytes written past the block are the misuse.
+            misuse_aborts(size, "overflow", " detected at free", |p, l| unsafe {
+                p.add(size).write_bytes(b'A', k);
+                GLOBAL.dealloc(p, l);
+            });
+        }
+    }
+    // And at `realloc`, before the block is copied.
+    // SAFETY: as above.
+    misuse_aborts(40, "overflow", " detected at realloc", |p, l| unsafe {
+        p.add(40).write(b'A');
+        GLOBAL.realloc(p, l, 4000);
+    });
+}
+
+#[test]
+fn every_byte_past_the_size_asked_for_is_canary() {
+    // A 13-byte block has a 32-byte slot: each of its 19 bytes of slack
+    // is checked, not only the first 8 after the block.
+    for off in 13..32 {
+        // SAFETY: one byte in the slack is the misuse.
+        misuse_aborts(13, "overflow", " detected at free", |p, l| unsafe {
+            p.add(off).write(0);
+            GLOBAL.dealloc(p, l);
+        });
+    }
+}
+
+#[test]
+fn an_underflow_is_detected_at_free() {
+    for size in [8, 48, 4096] {
+        for k in [1, 8, 32] {
+            let l = layout(size);
+            let d = in_child(|| {
+                // SAFETY: `k` bytes written before `p` are the misuse; the
+                // blocks before it are live or freed.
+                unsafe {
+                    let blocks: Vec<*mut u8> = (0..20).map(|_| GLOBAL.alloc(l)).collect();
+                    for &b in blocks.iter().step_by(2) {
+                        GLOBAL.dealloc(b, l);
+                    }
+                    for &p in blocks.iter().skip(1).step_by(2) {
+                        p.sub(k).write_bytes(b'A', k);
+                        GLOBAL.dealloc(p, l);
+                    }
+                }
+            });
+            // The first slot of a slab has a guard page before it.
+            let ok = d.signal == Some(libc::SIGSEGV)
+                || (d.signal == Some(libc::SIGABRT)
+                    && d.stderr.starts_with("mapalloc: underflow of 0x")
+                    && d.stderr.ends_with(" detected at free\n"));
+            assert!(ok, "size {size}, {k} bytes: {d:?}");
+        }
+    }
+}
+
+#[test]
+fn a_write_after_free_at_any_offset_is_detected() {
+    for (size, off) in [(64, 8), (64, 63), (1000, 500), (4000, 3999)] {
+        let l = layout(size);
+        let d = in_child(|| {
+            // SAFETY: the write through the dangling pointer is the misuse.
+            unsafe {
+                let p = GLOBAL.alloc(l);
+                GLOBAL.dealloc(p, l);
+                p.add(off).write(0x41);
+                for _ in 0..10_000 {
+                    GLOBAL.alloc(l);
+                }
+            }
+        });
+        assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
+        assert!(
+            d.stderr.starts_with("mapalloc: write after free of 0x"),
+            "{d:?}"
+        );
+    }
+}
+
+#[test]
+fn a_freed_block_is_not_handed_out_again_at_once() {
+    // The quarantine: `alloc; free; alloc` of one size gives a new block,
+    // over and over (a slot waits through about 32 frees).
+    let l = layout(48);
+    let mut again = 0;
+    for _ in 0..1000 {
+        // SAFETY: plain allocations and frees.
+        unsafe {
+            let p = GLOBAL.alloc(l);
+            GLOBAL.dealloc(p, l);
+            let q = GLOBAL.alloc(l);
+            again += usize::from(p == q);
+            GLOBAL.dealloc(q, l);
+        }
+    }
+    assert_eq!(again, 0, "the block just freed came back {again} times");
+}
+
+#[test]
+fn a_double_free_of_a_quarantined_block_is_detected() {
+    // SAFETY: the second free is the misuse.
+    misuse_aborts(64, "double free", "", |p, l| unsafe {
+        GLOBAL.dealloc(p, l);
+        let other = GLOBAL.alloc(l);
+        GLOBAL.dealloc(p, l);
+        let _ = other;
+    });
+}
+
+#[test]
+fn a_read_after_free_of_a_large_block_faults() {
+    for size in [200 << 10, 1 << 20, 8 << 20] {
+        let l = layout(size);
+        let d = in_child(|| {
+            // SAFETY: the read of the freed block is the misuse.
+            unsafe {
+                let p = GLOBAL.alloc(l);
+                p.write_bytes(1, size);
+                GLOBAL.dealloc(p, l);
+                std::hint::black_box(p.add(size / 2).read_volatile());
+            }
+        });
+        assert_eq!(d.signal, Some(libc::SIGSEGV), "size {size}: {d:?}");
+    }
+}
+
+#[test]
+fn blocks_above_the_slabs_end_at_their_guard_page() {
+    for size in [128 << 10, 256 << 10, 1 << 20, 3 << 20] {
+        let l = layout(size);
+        let d = in_child(|| {
+            // SAFETY: one byte past the block is the misuse.
+            unsafe {
+                let p = GLOBAL.alloc(l);
+                p.add(size - 1).write_volatile(1);
+                p.add(size).write_volatile(1);
+            }
+        });
+        assert_eq!(d.signal, Some(libc::SIGSEGV), "size {size}: {d:?}");
+    }
+}
+
+#[test]
+fn a_dealloc_with_the_wrong_layout_is_detected() {
+    // SAFETY: freeing with another size is the misuse.
+    misuse_aborts(
+        100,
+        "free",
+        " with size 50, block holds 100",
+        |p, _| unsafe {
+            GLOBAL.dealloc(p, layout(50));
+        },
+    );
+    // SAFETY: as above, for a large block.
+    misuse_aborts(
+        300 << 10,
+        "free",
+        " with size 1000, block holds 307200",
+        |p, _| unsafe {
+            GLOBAL.dealloc(p, layout(1000));
+        },
+    );
+    let d = in_child(|| {
+        // SAFETY: a block aligned to 16 or so, freed as if aligned more.
+        unsafe {
+            let p = GLOBAL.alloc(layout(100));
+            let align = 2usize << (p as usize).trailing_zeros();
+            GLOBAL.dealloc(p, Layout::from_size_align(100, align).unwrap());
+        }
+    });
+    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
+    assert!(d.stderr.contains(" with alignment "), "{d:?}");
+}
+
+#[test]
+fn usable_size_is_the_size_asked_for() {
+    for size in [1, 13, 100, 4096, 200_000, 3 << 20] {
+        let l = layout(size);
+        // SAFETY: a live block, then freed.
+        unsafe {
+            let p = GLOBAL.alloc(l);
+            assert_eq!(mapalloc::usable_size(p), size);
+            GLOBAL.dealloc(p, l);
+        }
+    }
+}
+
+#[test]
+fn zero_size_blocks_are_unique_and_fault() {
+    let a = mapalloc::raw::alloc(0, 16);
+    let b = mapalloc::raw::alloc(0, 16);
+    assert!(!a.is_null() && !b.is_null() && a != b);
+    // SAFETY: zero-size blocks of ours.
+    unsafe {
+        assert_eq!(mapalloc::raw::usable_size(a), 0);
+        mapalloc::raw::free(a);
+    }
+    let d = in_child(|| {
+        // SAFETY: a write through a zero-size block is the misuse.
+        unsafe { b.write_volatile(1) };
+    });
+    assert_eq!(d.signal, Some(libc::SIGSEGV), "{d:?}");
+    let d = in_child(|| {
+        // SAFETY: the second free is the misuse.
+        unsafe {
+            mapalloc::raw::free(b);
+            mapalloc::raw::free(b);
+        }
+    });
+    assert_aborted_with(&d, "double free", b as usize);
+    // SAFETY: ours, freed once.
+    unsafe { mapalloc::raw::free(b) };
+}
+
+#[test]
+fn large_blocks_grow_and_shrink_with_mremap_behind_their_guard() {
+    // From 1 MiB to 256 MiB by doubling, then back: no copy (the mremap
+    // count grows), the contents kept, and one byte past the end faults.
+    let mut size = 1 << 20;
+    let mut l = layout(size);
+    // SAFETY: a block resized by `realloc`, each size written at its end.
+    unsafe {
+        let mut p = GLOBAL.alloc(l);
+        p.write(7);
+        let before = mapalloc::stats().mremap_calls;
+        while size < 256 << 20 {
+            let new = size * 2;
+            p = GLOBAL.realloc(p, l, new);
+            assert!(!p.is_null());
+            assert_eq!(p.read(), 7);
+            p.add(new - 1).write(9);
+            size = new;
+            l = layout(size);
+        }
+        assert!(
+            mapalloc::stats().mremap_calls >= before + 8,
+            "grown without mremap"
+        );
+        for shrunk in [(64 << 20) + 100, 200 << 10] {
+            p = GLOBAL.realloc(p, l, shrunk);
+            assert_eq!(p.read(), 7);
+            size = shrunk;
+            l = layout(size);
+        }
+        let end = p.add(size);
+        let d = in_child(|| end.write_volatile(1));
+        assert_eq!(d.signal, Some(libc::SIGSEGV), "{d:?}");
+        GLOBAL.dealloc(p, l);
     }
 }

@@ -2,24 +2,38 @@
 //! table per slab in the segment's table pages; and how a pointer maps to
 //! its slot.
 //!
-//! A slot's table entry is `LIVE` while its block is handed out, and
-//! otherwise the next free slot of the slab (or `NO_SLOT`): the free list
-//! and the double-free state are one array, so a free is one compare and
-//! two stores, and no link ever sits in memory the program can write.
+//! A slot's table entry says everything about it, out of reach of the
+//! program's writes:
+//!
+//! * `LIVE_BIT | slack` while its block is handed out, where `slack` is
+//!   the slot's size less the size asked for (so the requested size, which
+//!   frees are checked against and the canary starts at, is known without
+//!   trusting the block);
+//! * `QUARANTINED` while it waits in its heap's quarantine;
+//! * otherwise it is free, and the entry is the next free slot of the slab
+//!   (or `NO_SLOT`).
+//!
+//! The free list, the double-free state and the size are one array, so a
+//! free is one compare and a few stores, and no link ever sits in memory
+//! the program can write.
 
 use super::die;
 use crate::os::OS_PAGE;
-use crate::page::Page;
+use crate::page::{NO_SLOT, Page};
 use crate::segment::{PAGE_SHIFT, PAGE_SIZE, PAGES, SEGMENT_SIZE, Segment};
 use crate::size_class::class_size;
 use crate::sync::{AtomicU16, Ordering};
 use core::ptr;
 use static_assertions::const_assert;
 
-/// Table entry of a handed-out block.
-pub(super) const LIVE: u16 = u16::MAX;
-/// End of a slab's free list (and `Page::first_free` of a full slab).
-pub(crate) const NO_SLOT: u16 = u16::MAX - 1;
+/// Set in the entry of a handed-out block; the rest is its slack.
+pub(super) const LIVE_BIT: u16 = 0x8000;
+/// The entry of a block in quarantine.
+pub(super) const QUARANTINED: u16 = 0x7fff;
+/// The most slack a live entry can record: a block asks for at least its
+/// slot less this (see `heap::slab_class`).
+pub(super) const MAX_SLACK: usize = 0x7fff;
+const_assert!(NO_SLOT < QUARANTINED && QUARANTINED < LIVE_BIT);
 
 /// Slots a table holds: the most blocks a hardened slab has (16-byte
 /// blocks in a 64 KiB page less its guard; checked in `mod.rs` tests).
@@ -33,7 +47,7 @@ const_assert!(TABLE_SLOTS <= NO_SLOT as usize);
 /// last OS page of page 8 is a guard: an underflow from the first slab
 /// faults rather than rewrite a table.
 pub(crate) const TABLE_PAGES: u64 = 0b1_1111_1110;
-const FIRST_SLAB_PAGE: usize = 9;
+pub(super) const FIRST_SLAB_PAGE: usize = 9;
 const TABLES_END: usize = FIRST_SLAB_PAGE * PAGE_SIZE - OS_PAGE;
 const_assert!((FIRST_SLAB_PAGE - 1) * TABLE_BYTES == PAGE_SIZE);
 const_assert!((PAGES - 1) * TABLE_BYTES <= TABLES_END);
@@ -64,11 +78,13 @@ pub(crate) fn fence_tables(seg: *mut Segment) -> bool {
     crate::os::protect_none((seg as usize + TABLES_END) as *mut u8, OS_PAGE)
 }
 
-/// Returns the tables of slab pages `[start, start+len)` to the OS with
-/// the pages themselves (a new slab writes its table whole).
-pub(crate) fn purge_tables(seg: *mut Segment, start: usize, len: usize) {
-    if start >= FIRST_SLAB_PAGE {
-        crate::os::purge(table(seg, start) as *mut u8, len * TABLE_BYTES);
+/// Gives the table of a slab of `cap` slots at page `idx` back to the OS,
+/// as far as it fills whole OS pages (a new slab writes its table whole;
+/// the tables of slabs of 32 bytes and less span OS pages).
+pub(super) fn purge_table(seg: *mut Segment, idx: usize, cap: usize) {
+    let bytes = (cap * 2) & !(OS_PAGE - 1);
+    if bytes != 0 {
+        crate::os::purge(table(seg, idx) as *mut u8, bytes);
     }
 }
 
@@ -170,10 +186,6 @@ pub(super) static DIVISORS: [Divisor; 256] = {
     d
 };
 
-pub(super) fn segment_of_page(page: *mut Page) -> *mut Segment {
-    (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
-}
-
 /// Where a small block lives: its slab's head descriptor, its slot, and
 /// the slot's table entry.
 pub(super) struct Slot {
@@ -228,14 +240,16 @@ impl Slot {
         }
     }
 
-    /// Validates `p` (in registered small segment `seg`), or aborts.
+    /// The slot's number in its slab.
     #[inline(always)]
-    pub(super) fn of(seg: *mut Segment, p: *mut u8) -> Slot {
-        // SAFETY: the caller checked `seg`; `p` masks to it.
-        match unsafe { Slot::find(seg, p) } {
-            Some(s) => s,
-            None => die(b"invalid free", p as usize),
-        }
+    pub(super) fn index(&self) -> usize {
+        self.slot as usize
+    }
+
+    /// The slot's table entry, as a pointer into the table.
+    #[inline(always)]
+    pub(super) fn entry_ptr(&self) -> *const AtomicU16 {
+        self.entry
     }
 
     /// The slot's table entry.
@@ -245,33 +259,51 @@ impl Slot {
         unsafe { &*self.entry }
     }
 
-    /// True while the block is handed out. Other threads may read it (a
-    /// racy early check); only the owner writes.
+    /// The entry's state. Other threads may read it (a racy early check,
+    /// or the size of a live block they free); only the owner writes.
     #[inline(always)]
-    pub(super) fn is_live(&self) -> bool {
-        self.entry().load(Ordering::Relaxed) == LIVE
+    pub(super) fn state(&self) -> u16 {
+        self.entry().load(Ordering::Relaxed)
     }
 
-    /// Puts the slot at the head of its slab's free list, or aborts if it
-    /// is already free.
+    /// True while the block is handed out.
+    #[inline(always)]
+    pub(super) fn is_live(&self) -> bool {
+        self.state() & LIVE_BIT != 0
+    }
+
+    /// The slot's block size.
+    #[inline(always)]
+    pub(super) fn size(&self) -> usize {
+        // SAFETY: the descriptor of a live slab.
+        unsafe { (*self.page).block_size as usize }
+    }
+
+    /// Marks the slot handed out for a request of `requested` bytes.
+    ///
+    /// # Safety
+    /// Owner only; `requested + MAX_SLACK >= size`, `requested <= size`.
+    #[inline(always)]
+    pub(super) unsafe fn set_live(&self, requested: usize) {
+        debug_assert!(requested <= self.size() && self.size() - requested <= MAX_SLACK);
+        self.entry()
+            .store(LIVE_BIT | (self.size() - requested) as u16, Ordering::Relaxed);
+    }
+
+    /// Puts the slot back on its slab's free list, or aborts if it is
+    /// not in the state `from` says.
     ///
     /// # Safety
     /// Owner only.
     #[inline(always)]
-    pub(super) unsafe fn release(&self, p: *mut u8) {
-        if !self.is_live() {
+    pub(super) unsafe fn release(&self, p: *mut u8, from: From) {
+        let ok = match from {
+            From::Live => self.is_live(),
+            From::Quarantine => self.state() == QUARANTINED,
+        };
+        if !ok {
             die(b"double free", p as usize);
         }
-        // SAFETY: forwarded; the slot is live.
-        unsafe { self.push_free(p) }
-    }
-
-    /// Puts the live slot (block `p`) at the head of its slab's free list.
-    ///
-    /// # Safety
-    /// Owner only; the slot is live.
-    #[inline(always)]
-    pub(super) unsafe fn push_free(&self, p: *mut u8) {
         // SAFETY: owner-only fields of a live page.
         unsafe {
             self.entry().store((*self.page).first_free, Ordering::Relaxed);
@@ -282,27 +314,13 @@ impl Slot {
     }
 }
 
-/// Zeroes the `size` bytes of block `p` (a multiple of 16, 16-aligned),
-/// inline for the small sizes that dominate.
-///
-/// # Safety
-/// `p` is a block of `size` bytes.
-#[inline(always)]
-pub(super) unsafe fn zero_block(p: *mut u8, size: usize) {
-    // SAFETY: every store lies inside the block; 16-byte aligned.
-    unsafe {
-        if size <= 64 {
-            let q = p.cast::<u128>();
-            q.write(0);
-            q.byte_add(size - 16).write(0);
-            if size > 32 {
-                q.add(1).write(0);
-                q.byte_add(size - 32).write(0);
-            }
-        } else {
-            ptr::write_bytes(p, 0, size);
-        }
-    }
+/// Which state a slot is released from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum From {
+    /// Handed out (a block another thread freed, taken back).
+    Live,
+    /// Waiting in the quarantine.
+    Quarantine,
 }
 
 #[cfg(test)]
@@ -335,7 +353,7 @@ mod tests {
     #[test]
     fn link_all_chains_every_slot_once() {
         let cap = 300;
-        let table: Vec<AtomicU16> = (0..cap).map(|_| AtomicU16::new(LIVE)).collect();
+        let table: Vec<AtomicU16> = (0..cap).map(|_| AtomicU16::new(LIVE_BIT)).collect();
         let mut slab = vec![0u128; cap];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         // SAFETY: a table of `cap` entries and a slab of `cap` 16-byte blocks.

@@ -1,0 +1,130 @@
+//! The quarantine: a heap's freed blocks wait here, zeroed and marked
+//! `QUARANTINED` in their slot tables, before their slots go back on a free
+//! list. A dangling pointer then meets zeros and not a new owner's data,
+//! a second free of a waiting block is a double free, and
+//! `malloc(n); free; malloc(n)` does not hand the same block back.
+//!
+//! A random ring: each freed block takes a random one of `SLOTS` places and
+//! pushes out the block that was there, so when a block is reused cannot
+//! be predicted, and at most `SLOTS` blocks and `MAX_BYTES` bytes wait.
+//! What leaves is checked to be still zero only when its slot is handed
+//! out again (the write-after-free check every allocation makes), and at
+//! thread and process exit (`drain`), when everything leaves.
+
+/// Places in the ring. The blocks wait through about this many frees.
+pub(super) const SLOTS: usize = 32;
+/// The most bytes of blocks that wait at once: big blocks pass through
+/// sooner, so a heap of big blocks does not keep megabytes of zeros.
+const MAX_BYTES: usize = 512 << 10;
+
+#[repr(C)]
+pub(crate) struct Quarantine {
+    /// Block addresses, 0 for an empty place.
+    blocks: [usize; SLOTS],
+    /// Their sizes.
+    sizes: [u32; SLOTS],
+    /// The sum of `sizes`.
+    bytes: usize,
+    /// The place `check` looks at next.
+    cursor: usize,
+}
+
+impl Quarantine {
+    pub(crate) const EMPTY: Quarantine = Quarantine {
+        blocks: [0; SLOTS],
+        sizes: [0; SLOTS],
+        bytes: 0,
+        cursor: 0,
+    };
+
+    /// Puts block `p` of `size` bytes in place `at` (any number: it is
+    /// taken modulo `SLOTS`), and calls `release` for the block it pushes
+    /// out, and for more if the waiting bytes exceed the bound.
+    #[inline(always)]
+    pub(super) fn push(&mut self, p: usize, size: usize, at: u64, mut release: impl FnMut(usize)) {
+        let i = (at as usize) % SLOTS;
+        let (old, old_size) = (self.blocks[i], self.sizes[i]);
+        self.blocks[i] = p;
+        self.sizes[i] = size as u32;
+        self.bytes = self.bytes + size - old_size as usize;
+        if old != 0 {
+            release(old);
+        }
+        if self.bytes > MAX_BYTES {
+            self.shed(i, release);
+        }
+    }
+
+    /// Pushes out blocks after place `keep` (not it) until the bytes are
+    /// within the bound.
+    #[cold]
+    fn shed(&mut self, keep: usize, mut release: impl FnMut(usize)) {
+        for k in 1..SLOTS {
+            if self.bytes <= MAX_BYTES {
+                return;
+            }
+            let j = (keep + k) % SLOTS;
+            if self.blocks[j] != 0 {
+                let old = self.blocks[j];
+                self.bytes -= self.sizes[j] as usize;
+                self.blocks[j] = 0;
+                self.sizes[j] = 0;
+                release(old);
+            }
+        }
+    }
+
+    /// Calls `check` with the next `n` places' blocks and sizes (round
+    /// the ring, one after another).
+    pub(super) fn check(&mut self, n: usize, mut check: impl FnMut(usize, usize)) {
+        for _ in 0..n {
+            let i = self.cursor % SLOTS;
+            self.cursor = i + 1;
+            if self.blocks[i] != 0 {
+                check(self.blocks[i], self.sizes[i] as usize);
+            }
+        }
+    }
+
+    /// Empties the ring, calling `release` for every block in it.
+    pub(super) fn drain(&mut self, mut release: impl FnMut(usize)) {
+        for i in 0..SLOTS {
+            let old = self.blocks[i];
+            if old != 0 {
+                self.blocks[i] = 0;
+                self.sizes[i] = 0;
+                release(old);
+            }
+        }
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_wait_and_bytes_stay_bounded() {
+        let mut q = Quarantine::EMPTY;
+        let mut out = Vec::new();
+        let mut x = 1u64;
+        for p in 1..=1000usize {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            q.push(p * 16, 16, x >> 33, |b| out.push(b));
+            assert!(!out.contains(&(p * 16)), "a block is not released as it goes in");
+        }
+        assert!(out.len() >= 1000 - SLOTS);
+        let mut rest = Vec::new();
+        q.drain(|b| rest.push(b));
+        out.extend(rest);
+        out.sort();
+        assert_eq!(out, (1..=1000).map(|p| p * 16).collect::<Vec<_>>(), "each block leaves once");
+
+        let mut big = Vec::new();
+        for p in 1..=20usize {
+            q.push(p << 20, 100 << 10, p as u64, |b| big.push(b));
+            assert!(q.bytes <= MAX_BYTES);
+        }
+    }
+}
