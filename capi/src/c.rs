@@ -46,17 +46,54 @@ pub fn calloc(n: usize, size: usize) -> Alloc {
 
 /// `free(p)`: null is a no-op; a pointer mapalloc did not hand out
 /// (`!raw::owns(p)`, for instance a block glibc's malloc returned before
-/// the library took over) is left alone.
+/// the library took over) is left alone in the default mode, and in
+/// hardened mode aborts (`mapalloc: invalid free of 0x…`).
 ///
 /// # Safety
 /// `p` is null, a live block from this library, or a pointer of another
-/// origin (which is ignored).
+/// origin (which is ignored, or reported).
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if raw::owns(p) {
-        // SAFETY: `owns` says `p` lies in one of our mappings, and the
-        // caller says it is a live block (not freed yet).
+    if takes(p) {
+        // SAFETY: `owns` says `p` lies in one of our mappings and the
+        // caller says it is a live block (not freed yet); or hardened mode
+        // validates it before anything is read through it.
         unsafe { raw::free(p) }
+    }
+}
+
+/// True if the free family hands `p` to mapalloc: it is ours, or hardened
+/// mode checks every pointer (and reports the foreign ones).
+#[inline(always)]
+fn takes(p: *mut u8) -> bool {
+    raw::owns(p) || (!p.is_null() && raw::validates_pointers())
+}
+
+/// `free_sized(p, size)` and `free_aligned_sized(p, align, size)` (C23):
+/// `free(p)`, where hardened mode also checks the size (`None`: not given)
+/// and alignment (1: not given) against the block and aborts on a
+/// mismatch.
+///
+/// # Safety
+/// As `free`.
+#[inline(always)]
+pub unsafe fn free_sized(p: *mut u8, size: Option<usize>, align: usize) {
+    if takes(p) {
+        // SAFETY: as in `free`.
+        unsafe { raw::free_sized(p, size, align) }
+    }
+}
+
+/// C++'s `operator delete` in all its forms: as `free_sized`, with the
+/// size that of the object (see `raw::free_cxx`).
+///
+/// # Safety
+/// As `free`.
+#[inline(always)]
+pub unsafe fn delete(p: *mut u8, size: Option<usize>, align: usize) {
+    if takes(p) {
+        // SAFETY: as in `free`.
+        unsafe { raw::free_cxx(p, size, align) }
     }
 }
 
@@ -77,9 +114,10 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> Result<*mut u8, c_int> {
         unsafe { free(p) };
         return Ok(ptr::null_mut());
     }
-    if raw::owns(p) {
-        // SAFETY: a live block of ours. C does not ask realloc to keep an
-        // over-alignment, so a new block needs only the default one.
+    if takes(p) {
+        // SAFETY: a live block of ours (or validated). C does not ask
+        // realloc to keep an over-alignment, so a new block needs only the
+        // default one.
         return block(unsafe { raw::realloc(p, MALLOC_ALIGN, size) }).map(NonNull::as_ptr);
     }
     // SAFETY: the caller's contract for a pointer that is not ours.
@@ -158,8 +196,8 @@ pub fn pvalloc(size: usize) -> Alloc {
 pub unsafe fn usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         0
-    } else if raw::owns(p) {
-        // SAFETY: a live block of ours.
+    } else if takes(p) {
+        // SAFETY: a live block of ours (or validated).
         unsafe { raw::usable_size(p) }
     } else {
         // SAFETY: the caller's contract.

@@ -156,25 +156,82 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { c::usable_size(p.cast()) }
 }
 
-/// C23 `free_sized`: `free` (glibc 2.43 has it; exported so that a
-/// program built against it never hands our blocks to glibc).
+/// C23 `free_sized`: `free`, with the size checked in hardened mode
+/// (glibc 2.43 has it; exported so that a program built against it never
+/// hands our blocks to glibc).
 ///
 /// # Safety
 /// As `free`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
     // SAFETY: the caller's contract.
-    unsafe { c::free(p.cast()) }
+    unsafe { c::free_sized(p.cast(), Some(size), 1) }
 }
 
-/// C23 `free_aligned_sized`: `free`.
+/// C23 `free_aligned_sized`: `free`, with the size and alignment checked
+/// in hardened mode.
 ///
 /// # Safety
 /// As `free`.
 #[cfg_attr(not(test), unsafe(no_mangle))]
-pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
     // SAFETY: the caller's contract.
-    unsafe { c::free(p.cast()) }
+    unsafe { c::free_sized(p.cast(), Some(size), align) }
+}
+
+/// C++'s deallocation functions (the Itanium ABI names libstdc++ exports),
+/// so that a sized or aligned `delete` reaches mapalloc with what it
+/// claims about the block, which hardened mode checks. Allocation stays
+/// with libstdc++'s `operator new`, which calls our `malloc` (and
+/// `aligned_alloc` for over-aligned types). Every variant, `delete[]` and
+/// `nothrow` included, is `free` with its size and alignment.
+pub mod cxx {
+    use super::*;
+
+    macro_rules! delete {
+        ($( $(#[$doc:meta])* $name:ident = $symbol:literal ($($arg:ident: $ty:ty),*) => ($size:expr, $align:expr); )*) => {$(
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// As `free`.
+            #[cfg_attr(not(test), unsafe(export_name = $symbol))]
+            pub unsafe extern "C" fn $name(p: *mut c_void, $($arg: $ty),*) {
+                // SAFETY: the caller's contract.
+                unsafe { c::delete(p.cast(), $size, $align) }
+            }
+        )*};
+    }
+
+    /// `std::align_val_t` and `const std::nothrow_t&` as they are passed.
+    pub type Align = usize;
+    pub type Nothrow = *const c_void;
+
+    delete! {
+        /// `operator delete(void*)`.
+        delete = "_ZdlPv" () => (None, 1);
+        /// `operator delete[](void*)`.
+        delete_array = "_ZdaPv" () => (None, 1);
+        /// `operator delete(void*, std::size_t)`.
+        delete_sized = "_ZdlPvm" (size: usize) => (Some(size), 1);
+        /// `operator delete[](void*, std::size_t)`.
+        delete_array_sized = "_ZdaPvm" (size: usize) => (Some(size), 1);
+        /// `operator delete(void*, std::align_val_t)`.
+        delete_aligned = "_ZdlPvSt11align_val_t" (align: Align) => (None, align);
+        /// `operator delete[](void*, std::align_val_t)`.
+        delete_array_aligned = "_ZdaPvSt11align_val_t" (align: Align) => (None, align);
+        /// `operator delete(void*, std::size_t, std::align_val_t)`.
+        delete_sized_aligned = "_ZdlPvmSt11align_val_t" (size: usize, align: Align) => (Some(size), align);
+        /// `operator delete[](void*, std::size_t, std::align_val_t)`.
+        delete_array_sized_aligned = "_ZdaPvmSt11align_val_t" (size: usize, align: Align) => (Some(size), align);
+        /// `operator delete(void*, const std::nothrow_t&)`.
+        delete_nothrow = "_ZdlPvRKSt9nothrow_t" (_nothrow: Nothrow) => (None, 1);
+        /// `operator delete[](void*, const std::nothrow_t&)`.
+        delete_array_nothrow = "_ZdaPvRKSt9nothrow_t" (_nothrow: Nothrow) => (None, 1);
+        /// `operator delete(void*, std::align_val_t, const std::nothrow_t&)`.
+        delete_aligned_nothrow = "_ZdlPvSt11align_val_tRKSt9nothrow_t" (align: Align, _nothrow: Nothrow) => (None, align);
+        /// `operator delete[](void*, std::align_val_t, const std::nothrow_t&)`.
+        delete_array_aligned_nothrow = "_ZdaPvSt11align_val_tRKSt9nothrow_t" (align: Align, _nothrow: Nothrow) => (None, align);
+    }
 }
 
 /// `malloc_trim(3)`: returns free memory to the OS; 1 if some was.
@@ -204,8 +261,10 @@ extern "C" fn init(_argc: c_int, _argv: *const *const c_char, _envp: *const *con
     foreign::resolve();
 }
 
-/// Runs at `exit` (after `atexit` handlers and the program's destructors).
+/// Runs at `exit` (after `atexit` handlers and the program's destructors):
+/// the last check of hardened mode's quarantine, then the report.
 extern "C" fn fini() {
+    mapalloc::raw::at_exit();
     report::at_exit();
 }
 

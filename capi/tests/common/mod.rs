@@ -27,43 +27,56 @@ fn profile_dir() -> PathBuf {
 /// tests, and it has released its lock by the time tests run).
 pub fn lib() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(p) = std::env::var_os("MAPALLOC_CAPI_SO") {
-            // Relative to the workspace root (tests run in `capi/`).
-            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p);
-            assert!(
-                p.is_file(),
-                "MAPALLOC_CAPI_SO={} is not a file",
-                p.display()
-            );
-            return std::fs::canonicalize(p).unwrap();
-        }
-        let dir = profile_dir();
-        let target = dir.parent().expect("target directory");
-        let name = dir.file_name().unwrap().to_str().unwrap();
-        let profile = if name == "debug" { "dev" } else { name };
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "mapalloc-capi",
-                "--profile",
-                profile,
-            ])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target)
-            .env_remove("LD_PRELOAD")
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build -p mapalloc-capi failed");
-        let so = dir.join("libmapalloc.so");
-        assert!(so.is_file(), "{} missing after the build", so.display());
-        so
-    })
+    LIB.get_or_init(|| build_lib(None))
+}
+
+/// As `lib`, but a release build whatever the test's profile (or
+/// `MAPALLOC_CAPI_SO`): what users run, without the debug assertions that
+/// a misuse in the default mode trips in a debug build.
+pub fn release_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| build_lib(Some("release")))
+}
+
+fn build_lib(profile: Option<&str>) -> PathBuf {
+    if let Some(p) = std::env::var_os("MAPALLOC_CAPI_SO") {
+        // Relative to the workspace root (tests run in `capi/`).
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p);
+        assert!(
+            p.is_file(),
+            "MAPALLOC_CAPI_SO={} is not a file",
+            p.display()
+        );
+        return std::fs::canonicalize(p).unwrap();
+    }
+    let own = profile_dir();
+    let target = own.parent().expect("target directory");
+    let name = own.file_name().unwrap().to_str().unwrap();
+    let (profile, dir) = match profile {
+        Some(p) => (p, target.join(p)),
+        None => (if name == "debug" { "dev" } else { name }, own.clone()),
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "mapalloc-capi",
+            "--profile",
+            profile,
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target)
+        .env_remove("LD_PRELOAD")
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p mapalloc-capi failed");
+    let so = dir.join("libmapalloc.so");
+    assert!(so.is_file(), "{} missing after the build", so.display());
+    so
 }
 
 /// A fresh scratch directory, removed when dropped unless the test failed.
@@ -135,6 +148,8 @@ pub enum Alloc {
     Glibc,
     /// `LD_PRELOAD=libmapalloc.so`.
     Mapalloc,
+    /// `LD_PRELOAD` of the release build (`release_lib`).
+    MapallocRelease,
 }
 
 /// Sets up `cmd` to run on `alloc`.
@@ -142,6 +157,7 @@ pub fn with(cmd: &mut Command, alloc: Alloc) -> &mut Command {
     match alloc {
         Alloc::Glibc => cmd.env_remove("LD_PRELOAD"),
         Alloc::Mapalloc => cmd.env("LD_PRELOAD", lib()),
+        Alloc::MapallocRelease => cmd.env("LD_PRELOAD", release_lib()),
     }
 }
 
