@@ -237,10 +237,24 @@ impl<T: Zeroable> SecretBox<T> {
     }
 
     /// As `from_mut`, in `pool`.
+    ///
+    /// The bytes go straight from `*src` to pool memory (no `T` is ever
+    /// made on the stack in between); `*src` is wiped once they are there.
+    /// If the pool cannot allocate, `*src` is left as it was (the caller
+    /// still has its secret, and the error).
     pub fn from_mut_in(src: &mut T, pool: &SecretPool) -> Result<Self, SecretError> {
-        let b = Self::new_in(*src, pool)?;
-        // SAFETY: `src` is a valid, exclusive `T`; all-zero is a valid `T`.
-        unsafe { pool::wipe((src as *mut T).cast(), size_of::<T>()) };
+        // SAFETY: filled from `*src` below before it is handed out.
+        let b = unsafe { Self::alloc_in(pool)? };
+        let src = (src as *mut T).cast::<u8>();
+        // SAFETY: the allocation is ours, sized for `T` and distinct from
+        // `*src`; while the exposure (typed as bytes) lasts it is writable.
+        // `src` is a valid, exclusive `T`, and all-zero is a valid `T`.
+        unsafe {
+            let g = ExposedMut::new(b.ptr.cast::<u8>(), b.sealed_at())?;
+            ptr::copy_nonoverlapping(src, b.ptr.as_ptr().cast::<u8>(), size_of::<T>());
+            drop(g);
+            pool::wipe(src, size_of::<T>());
+        }
         Ok(b)
     }
 }
@@ -292,6 +306,22 @@ impl<T: Copy> SecretBox<T> {
         (self.own_pages && size_of::<T>() != 0).then(|| self.ptr.cast())
     }
 
+    /// True if the secret was inherited through `fork`: not this
+    /// process's memory to read or write (see [`SecretError::Inherited`]).
+    fn inherited(&self) -> bool {
+        // SAFETY: a sized secret is our live allocation, made with these
+        // arguments.
+        size_of::<T>() != 0
+            && unsafe {
+                self.pool.inner().inherited(
+                    self.ptr.cast(),
+                    size_of::<T>(),
+                    align_of::<T>(),
+                    self.own_pages,
+                )
+            }
+    }
+
     /// Read access while the guard lives.
     ///
     /// # Panics
@@ -332,6 +362,9 @@ impl<T: Copy> SecretBox<T> {
     /// A second secret with the same value, in the same pool, copied pool
     /// memory to pool memory.
     pub fn try_clone(&self) -> Result<Self, SecretError> {
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         // SAFETY: filled with a valid `T` below before it is handed out.
         let b = unsafe { Self::alloc_in(&self.pool)? };
         // SAFETY: two distinct live allocations of one `T` each, readable
@@ -355,18 +388,6 @@ impl<T: Copy> SecretBox<T> {
     /// True if the secret is sealed (`PROT_NONE`) while not exposed.
     pub fn is_sealed(&self) -> bool {
         self.sealed_at().is_some()
-    }
-
-    /// Test hook: the data range `(start, end)` of the slab holding this
-    /// secret, if it lives in a slab.
-    #[doc(hidden)]
-    pub fn __slab_data_range(&self) -> Option<(usize, usize)> {
-        if self.own_pages || size_of::<T>() == 0 {
-            return None;
-        }
-        self.pool
-            .inner()
-            .slab_data_range(self.ptr.as_ptr().cast(), size_of::<T>(), align_of::<T>())
     }
 }
 

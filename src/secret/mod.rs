@@ -62,6 +62,7 @@
 
 mod alloc;
 mod boxed;
+mod fork;
 mod pool;
 mod sys;
 mod vec;
@@ -119,6 +120,11 @@ pub enum SecretError {
     Unsupported,
     /// The size does not fit the address space.
     CapacityOverflow,
+    /// The secret was inherited through `fork` and its memory is not this
+    /// process's: secret memory (`memfd_secret`) is not mapped in a child
+    /// at all, and its range may hold a mapping of the child's own. A
+    /// child can only drop what it inherited.
+    Inherited,
 }
 
 impl SecretError {
@@ -173,6 +179,9 @@ impl fmt::Display for SecretError {
                 f.write_str("memfd_secret(2) is not available on this kernel")
             }
             SecretError::CapacityOverflow => f.write_str("secret size overflows the address space"),
+            SecretError::Inherited => f.write_str(
+                "the secret was inherited through fork: its memory is not mapped in this process",
+            ),
         }
     }
 }
@@ -317,15 +326,6 @@ impl SecretPool {
     /// True if both handles are the same pool.
     pub fn same_pool(&self, other: &SecretPool) -> bool {
         self.inner == other.inner
-    }
-
-    /// Test hook: while `keep` is on, memory of freed secrets stays mapped
-    /// (and locked) after it is wiped, instead of being unmapped when its
-    /// slab empties or its mapping is freed, so a test can read it through
-    /// a pointer it saved. Switching it off releases what was kept.
-    #[doc(hidden)]
-    pub fn __keep_freed_memory(&self, keep: bool) {
-        self.inner().set_keep_freed(keep);
     }
 }
 

@@ -6,8 +6,8 @@
 //! `MADV_DONTDUMP`/`MADV_WIPEONFORK`/`MADV_DONTFORK`, `memfd_secret(2)`,
 //! `ftruncate`, `MAP_SHARED|MAP_FIXED` over a reservation, `getrlimit`),
 //! and nothing else uses them, so they live in this small layer of their
-//! own instead of widening `os`. `getpid`, `getrandom` and the one-line
-//! fatal-error writer are here for the same reason.
+//! own instead of widening `os`. `getrandom` and the one-line fatal-error
+//! writer are here for the same reason.
 //!
 //! Every function reports failure as an `errno` value (`Result`) or an
 //! `Option`; nothing here allocates, panics or retries. Memory is never
@@ -255,12 +255,6 @@ pub(crate) fn memlock_limit() -> Result<Option<u64>, Errno> {
     } else {
         Some(r.rlim_cur)
     })
-}
-
-/// The calling process's id.
-pub(crate) fn pid() -> i32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() }
 }
 
 /// 64 random bits (the pools' canary keys), from the allocator's `os`.

@@ -17,6 +17,11 @@ pub struct SecretVec<T: Copy = u8> {
     len: usize,
     /// Elements allocated; 0 (and a dangling `ptr`) before the first.
     cap: usize,
+    /// Elements from here to `cap` read zero. `len <= clean_from`, equal
+    /// except after a `truncate` that could not unseal the buffer to wipe
+    /// what it removed: those bytes are wiped by the next call that can
+    /// (and the buffer is wiped whole when freed).
+    clean_from: usize,
     pool: SecretPool,
     own_pages: bool,
 }
@@ -44,6 +49,7 @@ impl<T: Copy> SecretVec<T> {
             ptr: NonNull::dangling(),
             len: 0,
             cap: if size_of::<T>() == 0 { usize::MAX } else { 0 },
+            clean_from: 0,
             pool: pool.clone(),
             own_pages: pool.is_sealed(),
         }
@@ -104,6 +110,20 @@ impl<T: Copy> SecretVec<T> {
         n.wrapping_mul(size_of::<T>())
     }
 
+    /// True if the buffer was inherited through `fork`: not this
+    /// process's memory to read or write (see [`SecretError::Inherited`]).
+    fn inherited(&self) -> bool {
+        let bytes = self.bytes(self.cap);
+        // SAFETY: a non-empty buffer is our live allocation, made with
+        // these arguments.
+        bytes != 0
+            && unsafe {
+                self.pool
+                    .inner()
+                    .inherited(self.ptr.cast(), bytes, align_of::<T>(), self.own_pages)
+            }
+    }
+
     /// Room for at least `additional` more elements (amortised growth).
     pub fn try_reserve(&mut self, additional: usize) -> Result<(), SecretError> {
         let need = self
@@ -131,6 +151,9 @@ impl<T: Copy> SecretVec<T> {
     /// Moves the elements to a new secret of `cap` elements and wipes the
     /// old one.
     fn grow_to(&mut self, cap: usize) -> Result<(), SecretError> {
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         let bytes = cap
             .checked_mul(size_of::<T>())
             .ok_or(SecretError::CapacityOverflow)?;
@@ -169,6 +192,8 @@ impl<T: Copy> SecretVec<T> {
         self.free_buffer();
         self.ptr = new;
         self.cap = cap;
+        // Fresh memory past the elements copied.
+        self.clean_from = self.len;
         Ok(())
     }
 
@@ -196,6 +221,9 @@ impl<T: Copy> SecretVec<T> {
         if items.is_empty() {
             return Ok(());
         }
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         self.try_reserve(items.len())?;
         // SAFETY: room for `items.len()` more elements after `len`; the
         // exposure keeps the pages writable; `items` cannot overlap our
@@ -205,26 +233,47 @@ impl<T: Copy> SecretVec<T> {
             ptr::copy_nonoverlapping(items.as_ptr(), self.ptr.as_ptr().add(self.len), items.len());
         }
         self.len += items.len();
+        self.clean_from = self.clean_from.max(self.len);
+        Ok(())
+    }
+
+    /// Wipes elements `from..clean_from` (unsealing a sealed buffer for
+    /// it) and marks everything from `from` on clean.
+    fn wipe_from(&mut self, from: usize) -> Result<(), SecretError> {
+        if from >= self.clean_from {
+            return Ok(());
+        }
+        // SAFETY: elements `from..clean_from` lie in our buffer and no
+        // reference into it is alive (`&mut self`); the exposure keeps
+        // them writable while they are wiped.
+        unsafe {
+            let _g = ExposedMut::new(self.ptr.cast::<u8>(), self.sealed_at())?;
+            pool::wipe(
+                self.ptr.as_ptr().add(from).cast(),
+                self.bytes(self.clean_from - from),
+            );
+        }
+        self.clean_from = from;
         Ok(())
     }
 
     /// Shortens to `len` elements, wiping the rest now.
+    ///
+    /// If a sealed buffer cannot be unsealed to be wiped (`mprotect`
+    /// refused), the elements removed stay in its (`PROT_NONE`) pages,
+    /// out of reach of the API, until the next call that can unseal it
+    /// wipes them: a later `truncate`, a `try_resize_zeroed` (which returns
+    /// the error rather than hand them back as zeros) or the drop. (A
+    /// buffer inherited through `fork` has nothing of this process's to
+    /// wipe.)
     pub fn truncate(&mut self, len: usize) {
         if len >= self.len {
             return;
         }
-        // SAFETY: elements `len..self.len` are ours; the exposure keeps
-        // them writable. If unsealing fails the bytes are wiped when the
-        // buffer is freed instead.
-        unsafe {
-            if let Ok(_g) = ExposedMut::new(self.ptr.cast::<u8>(), self.sealed_at()) {
-                pool::wipe(
-                    self.ptr.as_ptr().add(len).cast(),
-                    self.bytes(self.len - len),
-                );
-            }
-        }
         self.len = len;
+        if !self.inherited() {
+            let _ = self.wipe_from(len);
+        }
     }
 
     /// Removes (and wipes) every element; keeps the capacity.
@@ -269,19 +318,6 @@ impl<T: Copy> SecretVec<T> {
     fn slice_ptr(&self) -> NonNull<[T]> {
         NonNull::slice_from_raw_parts(self.ptr, self.len)
     }
-
-    /// Test hook: the data range `(start, end)` of the slab holding the
-    /// elements, if they live in a slab.
-    #[doc(hidden)]
-    pub fn __slab_data_range(&self) -> Option<(usize, usize)> {
-        let bytes = self.bytes(self.cap);
-        if self.own_pages || bytes == 0 {
-            return None;
-        }
-        self.pool
-            .inner()
-            .slab_data_range(self.ptr.as_ptr().cast(), bytes, align_of::<T>())
-    }
 }
 
 impl<T: Zeroable> SecretVec<T> {
@@ -295,19 +331,26 @@ impl<T: Zeroable> SecretVec<T> {
         let mut v = Self::with_capacity_in(len, pool)?;
         // Pool memory reads as zero, a valid `T`.
         v.len = len;
+        v.clean_from = len;
         Ok(v)
     }
 
-    /// Grows (with zeros) or shrinks (wiping) to `len` elements.
+    /// Grows (with zeros) or shrinks (wiping) to `len` elements. Growing
+    /// over elements an earlier `truncate` could not wipe wipes them first,
+    /// or returns that error (the vector unchanged).
     pub fn try_resize_zeroed(&mut self, len: usize) -> Result<(), SecretError> {
         if len <= self.len {
             self.truncate(len);
             return Ok(());
         }
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         self.try_reserve(len - self.len)?;
-        // Elements past `len` are zero: fresh memory, or wiped by
-        // `truncate`.
+        self.wipe_from(self.len)?;
+        // Elements from `clean_from == self.len` on are zero.
         self.len = len;
+        self.clean_from = len;
         Ok(())
     }
 }
