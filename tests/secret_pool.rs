@@ -5,7 +5,9 @@
 //! The global allocator here is `System` wrapped in a per-thread counter,
 //! so a test can assert that secret operations make no heap allocation.
 
-use mapalloc::secret::{Backing, SecretBox, SecretError, SecretPool, SecretString, SecretVec};
+use mapalloc::secret::{
+    Backing, ExposeSecret, SecretBox, SecretError, SecretPool, SecretString, SecretVec, Wipe,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ptr;
@@ -169,10 +171,28 @@ fn vec_and_string_grow_shrink_and_wipe() {
     }
 }
 
+/// A secret of two parts, wiped part by part.
+struct TwoKeys {
+    a: [u8; 32],
+    b: SecretVec<u8>,
+}
+
+impl Wipe for TwoKeys {
+    fn wipe(&mut self) {
+        self.a.wipe();
+        self.b.wipe();
+    }
+}
+
 #[test]
 fn secret_operations_do_not_allocate_on_the_heap() {
     let pool = SecretPool::new().unwrap();
     let global = SecretPool::global();
+    // Heap buffers to convert, made before counting (freeing them is not
+    // an allocation).
+    let mut sources: Vec<(Vec<u8>, String)> = (0..3)
+        .map(|_| (vec![5u8; 100], String::from("from the heap")))
+        .collect();
     let ((), n) = allocations_in(|| {
         let sealed = SecretPool::sealed().unwrap();
         for p in [&pool, global, &sealed] {
@@ -185,7 +205,31 @@ fn secret_operations_do_not_allocate_on_the_heap() {
             s.try_push_str("hunter2").unwrap();
             assert_eq!(k.expose()[0], 1);
             assert_eq!(v.expose().len(), 5000);
-            drop((k, v, s));
+            // The API of issue 16: random fills, a fallible initialiser,
+            // constant-time equality, conversions, a secret of two parts.
+            let r = SecretBox::<[u8; 32]>::random_in(p).unwrap();
+            let rv = SecretVec::random_in(3000, p).unwrap();
+            let t = SecretBox::<[u8; 32]>::try_new_with_in(p, |k| {
+                k.fill(1);
+                Ok::<(), SecretError>(())
+            })
+            .unwrap();
+            assert!(t.ct_eq(&*k.expose()) && !r.ct_eq(&*k.expose()));
+            assert!(s.ct_eq("hunter2") && rv.len() == 3000);
+            let (hv, hs) = sources.pop().unwrap();
+            let fv = SecretVec::from_vec_in(hv, p).unwrap();
+            let fs = SecretString::from_string_in(hs, p).unwrap();
+            assert!(fv.ct_eq(&[5u8; 100]) && &*fs.expose_str() == "from the heap");
+            let two = SecretBox::new_in(
+                TwoKeys {
+                    a: [2; 32],
+                    b: SecretVec::from_slice_in(b"second", p).unwrap(),
+                },
+                p,
+            )
+            .unwrap();
+            assert!(two.expose_secret().b.ct_eq(b"second"));
+            drop((k, v, s, r, rv, t, fv, fs, two));
             let _ = p.stats();
         }
     });

@@ -402,11 +402,26 @@ fn reading_a_sealed_secret_without_expose_faults() {
         }
         let out = in_child(|| peek(p) as i32);
         assert_eq!(out, SEGV, "{backing:?}");
+        // The pool does not expose what a child inherited.
+        let out = in_child(|| {
+            if matches!(key.try_expose(), Err(SecretError::Inherited)) {
+                0
+            } else {
+                2
+            }
+        });
+        assert_eq!(out, Ended::Exited(0), "{backing:?}");
         if backing == Backing::Anonymous {
-            // Control: the child's copy of the mapping can be exposed (and
-            // reads zero, MADV_WIPEONFORK).
+            // Control: the child's page is there (its own zeros,
+            // MADV_WIPEONFORK), only sealed: opened by hand it reads zero.
             let out = in_child(|| {
-                let _g = key.expose();
+                // SAFETY: the page of the inherited key, in the child's own
+                // copy of the mapping; made readable only.
+                let rc =
+                    unsafe { libc::mprotect((p & !(PAGE - 1)) as *mut _, PAGE, libc::PROT_READ) };
+                if rc != 0 {
+                    return 3;
+                }
                 peek(p) as i32
             });
             assert_eq!(out, Ended::Exited(0));

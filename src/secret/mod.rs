@@ -66,9 +66,11 @@ mod fork;
 mod pool;
 mod sys;
 mod vec;
+mod wipe;
 
-pub use boxed::{Exposed, ExposedMut, SecretBox, Zeroable};
+pub use boxed::{ExposeSecret, ExposeSecretMut, Exposed, ExposedMut, SecretBox, Zeroable};
 pub use vec::{SecretString, SecretVec};
+pub use wipe::{Wipe, ct_eq};
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -120,6 +122,9 @@ pub enum SecretError {
     Unsupported,
     /// The size does not fit the address space.
     CapacityOverflow,
+    /// `getrandom(2)` failed (`ENOSYS`: a kernel before 3.17, or a
+    /// seccomp filter), so a random secret could not be filled.
+    Random { errno: i32 },
     /// The secret was inherited through `fork` and its memory is not this
     /// process's: secret memory (`memfd_secret`) is not mapped in a child
     /// at all, and its range may hold a mapping of the child's own. A
@@ -135,7 +140,8 @@ impl SecretError {
             | SecretError::Protect { errno }
             | SecretError::Lock { errno }
             | SecretError::Advise { errno }
-            | SecretError::MemfdSecret { errno } => Some(errno),
+            | SecretError::MemfdSecret { errno }
+            | SecretError::Random { errno } => Some(errno),
             _ => None,
         }
     }
@@ -174,6 +180,9 @@ impl fmt::Display for SecretError {
             ),
             SecretError::MemfdSecret { errno } => {
                 write!(f, "memfd_secret(2) failed: {}", os(errno))
+            }
+            SecretError::Random { errno } => {
+                write!(f, "cannot read the kernel's random source: {}", os(errno))
             }
             SecretError::Unsupported => {
                 f.write_str("memfd_secret(2) is not available on this kernel")

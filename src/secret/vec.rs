@@ -1,7 +1,9 @@
 //! `SecretVec<T>` and `SecretString`: variable-size secrets.
 
-use super::boxed::{Exposed, ExposedMut, Zeroable};
+use super::boxed::{ExposeSecret, ExposeSecretMut, Exposed, ExposedMut, Zeroable};
 use super::pool;
+use super::sys;
+use super::wipe::{self, Wipe};
 use super::{SecretError, SecretPool};
 use core::fmt;
 use core::mem::{align_of, size_of};
@@ -77,6 +79,22 @@ impl<T: Copy> SecretVec<T> {
         let mut v = Self::with_capacity_in(items.len(), pool)?;
         v.try_extend_from_slice(items)?;
         Ok(v)
+    }
+
+    /// Moves the elements of `src` into the global pool, then wipes the
+    /// *whole* heap buffer of `src` (its spare capacity too, where earlier
+    /// contents may linger) with volatile stores and frees it. The source
+    /// is wiped whether or not the copy succeeded: it was moved in, so on
+    /// an error nothing of it is left either.
+    pub fn from_vec(src: Vec<T>) -> Result<Self, SecretError> {
+        Self::from_vec_in(src, SecretPool::global())
+    }
+
+    /// As `from_vec`, in `pool`.
+    pub fn from_vec_in(src: Vec<T>, pool: &SecretPool) -> Result<Self, SecretError> {
+        let r = Self::from_slice_in(&src, pool);
+        wipe::wipe_vec(src);
+        r
     }
 
     pub fn len(&self) -> usize {
@@ -284,16 +302,22 @@ impl<T: Copy> SecretVec<T> {
     /// Read access to the elements while the guard lives.
     ///
     /// # Panics
-    /// If a sealed secret cannot be unsealed; see `try_expose`.
+    /// If a sealed secret cannot be unsealed, or the secret was inherited
+    /// through `fork`; see `try_expose`.
     pub fn expose(&self) -> Exposed<'_, [T]> {
         match self.try_expose() {
             Ok(g) => g,
-            Err(e) => panic!("cannot expose a sealed secret: {e}"),
+            Err(e) => panic!("cannot expose a secret: {e}"),
         }
     }
 
-    /// Read access, or why the secret could not be unsealed.
+    /// Read access, or why the secret could not be unsealed
+    /// ([`SecretError::Protect`]) or is not this process's
+    /// ([`SecretError::Inherited`]).
     pub fn try_expose(&self) -> Result<Exposed<'_, [T]>, SecretError> {
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         // SAFETY: `len` initialised elements; `&self` excludes writers.
         unsafe { Exposed::new(self.slice_ptr(), self.sealed_at()) }
     }
@@ -305,12 +329,15 @@ impl<T: Copy> SecretVec<T> {
     pub fn expose_mut(&mut self) -> ExposedMut<'_, [T]> {
         match self.try_expose_mut() {
             Ok(g) => g,
-            Err(e) => panic!("cannot expose a sealed secret: {e}"),
+            Err(e) => panic!("cannot expose a secret: {e}"),
         }
     }
 
-    /// As `expose_mut`, or why the secret could not be unsealed.
+    /// As `expose_mut`, or why the secret could not be exposed.
     pub fn try_expose_mut(&mut self) -> Result<ExposedMut<'_, [T]>, SecretError> {
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         // SAFETY: as `try_expose`; `&mut self` makes it exclusive.
         unsafe { ExposedMut::new(self.slice_ptr(), self.sealed_at()) }
     }
@@ -355,9 +382,61 @@ impl<T: Zeroable> SecretVec<T> {
     }
 }
 
+impl SecretVec<u8> {
+    /// `len` bytes from the kernel's random source (`getrandom(2)`),
+    /// written straight into locked memory of the global pool. An error
+    /// ([`SecretError::Random`]) leaves nothing behind.
+    pub fn random(len: usize) -> Result<Self, SecretError> {
+        Self::random_in(len, SecretPool::global())
+    }
+
+    /// As `random`, in `pool`.
+    pub fn random_in(len: usize, pool: &SecretPool) -> Result<Self, SecretError> {
+        let mut v = Self::zeroed_in(len, pool)?;
+        {
+            let mut g = v.try_expose_mut()?;
+            // SAFETY: the guard's `len` bytes are exclusive and writable.
+            unsafe { sys::fill_random(g.as_mut_ptr(), len) }
+                .map_err(|errno| SecretError::Random { errno })?;
+        }
+        Ok(v)
+    }
+
+    /// Compares the bytes with `other` in constant time (see
+    /// [`ct_eq`](super::ct_eq)).
+    ///
+    /// # Panics
+    /// As `expose`.
+    pub fn ct_eq<B: AsRef<[u8]> + ?Sized>(&self, other: &B) -> bool {
+        wipe::ct_eq(&self.expose(), other.as_ref())
+    }
+}
+
 impl<T: Copy> Drop for SecretVec<T> {
     fn drop(&mut self) {
         self.free_buffer();
+    }
+}
+
+impl<T: Copy> Wipe for SecretVec<T> {
+    /// Wipes every element and empties the vector (`clear`); the capacity
+    /// stays, zeroed.
+    fn wipe(&mut self) {
+        self.clear();
+    }
+}
+
+impl<T: Copy> ExposeSecret for SecretVec<T> {
+    type Secret = [T];
+
+    fn try_expose_secret(&self) -> Result<Exposed<'_, [T]>, SecretError> {
+        self.try_expose()
+    }
+}
+
+impl<T: Copy> ExposeSecretMut for SecretVec<T> {
+    fn try_expose_secret_mut(&mut self) -> Result<ExposedMut<'_, [T]>, SecretError> {
+        self.try_expose_mut()
     }
 }
 
@@ -409,6 +488,20 @@ impl SecretString {
     pub fn try_from_str_in(s: &str, pool: &SecretPool) -> Result<Self, SecretError> {
         Ok(SecretString {
             bytes: SecretVec::from_slice_in(s.as_bytes(), pool)?,
+        })
+    }
+
+    /// Moves `src` into the global pool, then wipes the *whole* heap buffer
+    /// of `src` (spare capacity included) and frees it; wiped on an error
+    /// too (see [`SecretVec::from_vec`]).
+    pub fn from_string(src: String) -> Result<Self, SecretError> {
+        Self::from_string_in(src, SecretPool::global())
+    }
+
+    /// As `from_string`, in `pool`.
+    pub fn from_string_in(src: String, pool: &SecretPool) -> Result<Self, SecretError> {
+        Ok(SecretString {
+            bytes: SecretVec::from_vec_in(src.into_bytes(), pool)?,
         })
     }
 
@@ -473,22 +566,62 @@ impl SecretString {
     /// Read access to the string while the guard lives.
     ///
     /// # Panics
-    /// If a sealed secret cannot be unsealed; see `try_expose`.
+    /// If a sealed secret cannot be unsealed, or the secret was inherited
+    /// through `fork`; see `try_expose`.
     pub fn expose(&self) -> Exposed<'_, str> {
         match self.try_expose() {
             Ok(g) => g,
-            Err(e) => panic!("cannot expose a sealed secret: {e}"),
+            Err(e) => panic!("cannot expose a secret: {e}"),
         }
     }
 
-    /// Read access, or why the secret could not be unsealed.
+    /// The string as `&str` through a guard (the same as `expose`, under
+    /// the name users of `secrecy` look for): `&*s.expose_str()` is a
+    /// `&str` for as long as the guard lives, and `&Exposed<str>` coerces
+    /// to `&str` where one is expected.
+    ///
+    /// # Panics
+    /// As `expose`.
+    pub fn expose_str(&self) -> Exposed<'_, str> {
+        self.expose()
+    }
+
+    /// Compares the string's bytes with `other` in constant time (see
+    /// [`ct_eq`](super::ct_eq)).
+    ///
+    /// # Panics
+    /// As `expose`.
+    pub fn ct_eq<B: AsRef<[u8]> + ?Sized>(&self, other: &B) -> bool {
+        self.bytes.ct_eq(other)
+    }
+
+    /// Read access, or why the secret could not be exposed (see
+    /// [`SecretVec::try_expose`]).
     pub fn try_expose(&self) -> Result<Exposed<'_, str>, SecretError> {
+        if self.bytes.inherited() {
+            return Err(SecretError::Inherited);
+        }
         let bytes = self.bytes.slice_ptr();
         // SAFETY: a `[u8]` and a `str` have the same layout.
         let s = unsafe { NonNull::new_unchecked(bytes.as_ptr() as *mut str) };
         // SAFETY: the bytes are valid UTF-8 (only `&str`s are appended and
         // cuts are at character boundaries); `&self` excludes writers.
         unsafe { Exposed::new(s, self.bytes.sealed_at()) }
+    }
+}
+
+impl Wipe for SecretString {
+    /// Wipes every byte and empties the string (`clear`).
+    fn wipe(&mut self) {
+        self.clear();
+    }
+}
+
+impl ExposeSecret for SecretString {
+    type Secret = str;
+
+    fn try_expose_secret(&self) -> Result<Exposed<'_, str>, SecretError> {
+        self.try_expose()
     }
 }
 
