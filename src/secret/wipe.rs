@@ -50,6 +50,7 @@ use core::mem::size_of;
 ///
 /// [`SecretVec`]: super::SecretVec
 /// [`SecretString`]: super::SecretString
+/// [`SecretBox`]: super::SecretBox
 pub trait Wipe {
     /// Overwrites every secret byte `self` holds, in place or in memory it
     /// owns.
