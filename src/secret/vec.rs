@@ -546,6 +546,9 @@ impl SecretString {
 
     /// Removes the last character (wiping its bytes); false if empty. (A
     /// backspace for passphrase input; it does not hand the character out.)
+    ///
+    /// # Panics
+    /// As `expose` (it reads the string to find the last character).
     pub fn pop(&mut self) -> bool {
         let cut = {
             let s = self.expose();
