@@ -1,7 +1,8 @@
 //! `SecretPool` as a collection allocator: the `allocator_api2` trait on
-//! stable (driven here by a small generic vector, since the crate is built
-//! without `allocator_api2`'s `alloc` feature and so without its `Vec`),
-//! and `std::vec::Vec<_, &SecretPool>` with the `nightly` feature.
+//! stable (driven by a small generic vector of the test's own, and by
+//! `allocator_api2`'s own `Vec` and `Box`, which the dev-dependency
+//! enables), `std::vec::Vec<_, &SecretPool>` with the `nightly` feature,
+//! and what happens to blocks still out when the pool's last handle goes.
 
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
 
@@ -9,6 +10,12 @@ use allocator_api2::alloc::{AllocError, Allocator};
 use mapalloc::secret::{Backing, SecretPool};
 use std::alloc::Layout;
 use std::ptr::{self, NonNull};
+use std::time::Duration;
+
+mod common;
+
+use common::child::{self, Ended};
+use common::seccomp::{self, Refuse};
 
 /// A minimal growable array over any `allocator_api2` allocator (the way
 /// `allocator_api2::vec::Vec` and hashbrown use the trait: allocate, grow,
@@ -234,5 +241,115 @@ fn allocator_api2_vec_and_box_in_the_pool() {
             0,
             "everything went back to the pool"
         );
+    }
+}
+
+/// True if the page holding `addr` is mapped: `mincore` fails with
+/// `ENOMEM` on an unmapped range (and allocates nothing, so nothing new
+/// lands there while the test looks).
+fn is_mapped(addr: usize) -> bool {
+    let mut v = 0u8;
+    // SAFETY: one page, one result byte into `v`.
+    let rc = unsafe { libc::mincore((addr & !4095) as *mut libc::c_void, 1, &mut v) };
+    if rc == 0 {
+        return true;
+    }
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOMEM)
+    );
+    false
+}
+
+fn all_zero(p: NonNull<u8>, len: usize) -> bool {
+    // SAFETY: the callers pass blocks that are still mapped.
+    (0..len).all(|i| unsafe { ptr::read_volatile(p.as_ptr().add(i)) } == 0)
+}
+
+fn backings() -> Vec<Backing> {
+    let mut v = vec![Backing::Anonymous];
+    if mapalloc::secret::memfd_secret_available() {
+        v.push(Backing::MemfdSecret);
+    }
+    v
+}
+
+const SMALL: Layout = match Layout::from_size_align(32, 8) {
+    Ok(l) => l,
+    Err(_) => panic!(),
+};
+const LARGE: Layout = match Layout::from_size_align(100_000, 8) {
+    Ok(l) => l,
+    Err(_) => panic!(),
+};
+
+/// Allocates a small and a large block of `pool`, both filled with 0x77.
+fn two_blocks(pool: &SecretPool) -> (NonNull<u8>, NonNull<u8>) {
+    let s = pool.allocate(SMALL).unwrap().cast::<u8>();
+    let l = pool.allocate(LARGE).unwrap().cast::<u8>();
+    // SAFETY: fresh blocks of these sizes.
+    unsafe {
+        ptr::write_bytes(s.as_ptr(), 0x77, SMALL.size());
+        ptr::write_bytes(l.as_ptr(), 0x77, LARGE.size());
+    }
+    (s, l)
+}
+
+/// Blocks handed out through `Allocator` and never freed cannot outlive
+/// their allocator (the trait's contract ends with the last clone): when
+/// the pool's last handle goes, they are wiped, unlocked and unmapped like
+/// the rest of it, in either order. Each case runs in a child, where the
+/// process-wide locked count is this test's alone.
+#[test]
+fn blocks_still_out_go_with_the_pool() {
+    for backing in backings() {
+        for blocks_freed_first in [true, false] {
+            let out = child::in_child("pool dropped", Duration::from_secs(60), || {
+                let pool = SecretPool::with_backing(backing).unwrap();
+                let (s, l) = two_blocks(&pool);
+                if mapalloc::secret::locked_bytes() < LARGE.size() {
+                    return 2;
+                }
+                if blocks_freed_first {
+                    // SAFETY: allocated above with these layouts.
+                    unsafe {
+                        pool.deallocate(s, SMALL);
+                        pool.deallocate(l, LARGE);
+                    }
+                }
+                drop(pool);
+                if mapalloc::secret::locked_bytes() != 0 {
+                    return 3;
+                }
+                if is_mapped(s.as_ptr() as usize) || is_mapped(l.as_ptr() as usize) {
+                    return 4;
+                }
+                0
+            });
+            assert_eq!(
+                out,
+                Ended::Exited(0),
+                "{backing:?}, blocks freed first: {blocks_freed_first}"
+            );
+        }
+        // Wiped before the unmap: with that munmap refused, the blocks of a
+        // dropped pool stay readable, and read zero.
+        let out = child::in_child(
+            "pool dropped, unmap refused",
+            Duration::from_secs(60),
+            || {
+                let pool = SecretPool::with_backing(backing).unwrap();
+                let (s, l) = two_blocks(&pool);
+                let rules = [s, l]
+                    .map(|p| Refuse::range(libc::SYS_munmap, p.as_ptr() as usize, libc::EPERM));
+                seccomp::refuse(&rules).expect("seccomp filter");
+                drop(pool);
+                if !all_zero(s, SMALL.size()) || !all_zero(l, LARGE.size()) {
+                    return 5;
+                }
+                0
+            },
+        );
+        assert_eq!(out, Ended::Exited(0), "{backing:?}: wiped");
     }
 }

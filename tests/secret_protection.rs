@@ -104,12 +104,22 @@ fn check_secret_mapping(backing: Backing, start: usize, end: usize, what: &str) 
     );
 }
 
+/// The data range `[start, end)` of the slab holding the small secret at
+/// `p`, as the kernel reports it.
+fn slab_data(p: usize) -> (usize, usize) {
+    let m = mapping_of(p);
+    (m.start, m.end)
+}
+
 #[test]
 fn smaps_shows_locked_undumped_unforked_guarded_memory() {
     for_each_backing(|backing| {
         let pool = SecretPool::with_backing(backing).unwrap();
         let key = key_in(&pool, 3);
-        let (start, end) = key.__slab_data_range().unwrap();
+        // The slab's data pages are a mapping of their own (between guard
+        // pages, with flags no neighbour has): one page for 48-byte blocks.
+        let (start, end) = slab_data(key.expose().as_ptr() as usize);
+        assert_eq!(end - start, PAGE, "a slab of 48-byte blocks");
         check_secret_mapping(backing, start, end, "slab");
 
         let big = SecretVec::from_slice_in(&[5u8; 20_000], &pool).unwrap();
@@ -249,9 +259,12 @@ fn writes_past_either_end_of_a_slab_fault() {
                 let keys: Vec<_> = (0..8)
                     .map(|i| SecretBox::<[u8; 2000]>::new_with_in(pool, |k| k.fill(i)).unwrap())
                     .collect();
-                let (start, end) = keys[0].__slab_data_range().unwrap();
                 let ptrs: Vec<usize> = keys.iter().map(|k| k.expose().as_ptr() as usize).collect();
-                if !ptrs.contains(&start) || !ptrs.contains(&(end - 2048)) {
+                let (start, end) = slab_data(ptrs[0]);
+                if end - start != 4 * PAGE
+                    || !ptrs.contains(&start)
+                    || !ptrs.contains(&(end - 2048))
+                {
                     return 2;
                 }
                 poke(at(start, end));
@@ -389,11 +402,26 @@ fn reading_a_sealed_secret_without_expose_faults() {
         }
         let out = in_child(|| peek(p) as i32);
         assert_eq!(out, SEGV, "{backing:?}");
+        // The pool does not expose what a child inherited.
+        let out = in_child(|| {
+            if matches!(key.try_expose(), Err(SecretError::Inherited)) {
+                0
+            } else {
+                2
+            }
+        });
+        assert_eq!(out, Ended::Exited(0), "{backing:?}");
         if backing == Backing::Anonymous {
-            // Control: the child's copy of the mapping can be exposed (and
-            // reads zero, MADV_WIPEONFORK).
+            // Control: the child's page is there (its own zeros,
+            // MADV_WIPEONFORK), only sealed: opened by hand it reads zero.
             let out = in_child(|| {
-                let _g = key.expose();
+                // SAFETY: the page of the inherited key, in the child's own
+                // copy of the mapping; made readable only.
+                let rc =
+                    unsafe { libc::mprotect((p & !(PAGE - 1)) as *mut _, PAGE, libc::PROT_READ) };
+                if rc != 0 {
+                    return 3;
+                }
                 peek(p) as i32
             });
             assert_eq!(out, Ended::Exited(0));

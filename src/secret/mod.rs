@@ -15,11 +15,17 @@
 //!
 //! - **Locked in RAM**: `mlock`ed (anonymous backing) or secret memory
 //!   (`memfd_secret(2)`, which the kernel locks itself and also removes
-//!   from its own direct map). Counted against `RLIMIT_MEMLOCK` *before*
-//!   locking: going over is [`SecretError::MemlockLimit`], never an abort
-//!   and never unlocked memory. (The pool enforces the soft limit itself,
-//!   even for a process with `CAP_IPC_LOCK`, which the kernel would let
-//!   through.)
+//!   from its own direct map). Never unlocked memory: a secret is handed
+//!   out locked or not at all.
+//! - **`RLIMIT_MEMLOCK` as an error value**: the pools count the bytes
+//!   *they* lock, in all pools of the process, and check that count plus
+//!   the request against the soft limit *before* locking: going over is
+//!   [`SecretError::MemlockLimit`], never an abort. The count covers only
+//!   the pools' own memory, not what other code of the process locks
+//!   (`mlockall`, another library); if that leaves the kernel short, it
+//!   refuses and the error is [`SecretError::Lock`], the memory given
+//!   back. (The pools enforce the soft limit even for a process with
+//!   `CAP_IPC_LOCK`, which the kernel would let through.)
 //! - **Out of core dumps** (`MADV_DONTDUMP`).
 //! - **Not in forked children**: anonymous pages are `MADV_WIPEONFORK`
 //!   (the child reads zeros); secret-memory pages cannot be, so they are
@@ -29,7 +35,10 @@
 //!   puts the secret's end against the trailing guard page).
 //! - **Wiped** with volatile stores and a compiler fence when freed, before
 //!   the memory is reused, unlocked or unmapped; never printed
-//!   (`Debug` shows `[REDACTED]`, there is no `Display`).
+//!   (`Debug` shows `[REDACTED]`, there is no `Display`). A free block is
+//!   checked to still read zero when it is handed out again (a stray write
+//!   into it aborts), so `zeroed()` is zero. A secret made of several
+//!   parts implements [`Wipe`] and is wiped part by part.
 //! - **Canaries** after every small secret (and around a large one, in its
 //!   page's slack), checked on free: an overwrite aborts the process with
 //!   a one-line message.
@@ -54,20 +63,37 @@
 //! pointer, a length and a pool handle) live wherever their owner puts
 //! them; the secret bytes live only in pool memory.
 //!
-//! A forked child forgets the secrets it inherited: it cannot read them,
-//! never allocates from inherited slabs, and dropping an inherited secret
-//! in the child only unmaps it. (Like any lock, the pool's lock must not
-//! be held by another thread at the `fork` if the child will use the
+//! Beyond the guards: [`SecretBox::random`] / [`SecretVec::random`] fill a
+//! secret from `getrandom(2)` in place; [`SecretBox::try_new_with`] is an
+//! initialiser that can fail without leaving anything behind;
+//! [`SecretVec::from_vec`] and [`SecretString::from_string`] take a heap
+//! buffer and wipe all of it; `ct_eq` compares byte secrets in constant
+//! time ([`ct_eq`]); [`ExposeSecret`] / [`ExposeSecretMut`] let generic code
+//! take any secret.
+//!
+//! A forked child forgets the secrets it inherited. It tells itself apart
+//! by a fork generation (a `MADV_WIPEONFORK` marker page, which reads zero
+//! in any child), not by its pid, which PID namespaces repeat. It cannot
+//! read what it inherited (exposing it is [`SecretError::Inherited`]),
+//! never allocates from inherited slabs, counts none of it, and dropping
+//! an inherited secret never unmaps, protects or writes a range the child
+//! did not inherit: memfd_secret data is absent in a child (the kernel
+//! may put the child's next mapping there), so the child unmaps only the
+//! meta and guard pages around it. (Like any lock, the pool's lock must
+//! not be held by another thread at the `fork` if the child will use the
 //! pool.)
 
 mod alloc;
 mod boxed;
+mod fork;
 mod pool;
 mod sys;
 mod vec;
+mod wipe;
 
-pub use boxed::{Exposed, ExposedMut, SecretBox, Zeroable};
+pub use boxed::{ExposeSecret, ExposeSecretMut, Exposed, ExposedMut, SecretBox, Zeroable};
 pub use vec::{SecretString, SecretVec};
+pub use wipe::{Wipe, ct_eq};
 
 use core::fmt;
 use core::ptr::NonNull;
@@ -119,6 +145,14 @@ pub enum SecretError {
     Unsupported,
     /// The size does not fit the address space.
     CapacityOverflow,
+    /// `getrandom(2)` failed (`ENOSYS`: a kernel before 3.17, or a
+    /// seccomp filter), so a random secret could not be filled.
+    Random { errno: i32 },
+    /// The secret was inherited through `fork` and its memory is not this
+    /// process's: secret memory (`memfd_secret`) is not mapped in a child
+    /// at all, and its range may hold a mapping of the child's own. A
+    /// child can only drop what it inherited.
+    Inherited,
 }
 
 impl SecretError {
@@ -129,7 +163,8 @@ impl SecretError {
             | SecretError::Protect { errno }
             | SecretError::Lock { errno }
             | SecretError::Advise { errno }
-            | SecretError::MemfdSecret { errno } => Some(errno),
+            | SecretError::MemfdSecret { errno }
+            | SecretError::Random { errno } => Some(errno),
             _ => None,
         }
     }
@@ -169,10 +204,16 @@ impl fmt::Display for SecretError {
             SecretError::MemfdSecret { errno } => {
                 write!(f, "memfd_secret(2) failed: {}", os(errno))
             }
+            SecretError::Random { errno } => {
+                write!(f, "cannot read the kernel's random source: {}", os(errno))
+            }
             SecretError::Unsupported => {
                 f.write_str("memfd_secret(2) is not available on this kernel")
             }
             SecretError::CapacityOverflow => f.write_str("secret size overflows the address space"),
+            SecretError::Inherited => f.write_str(
+                "the secret was inherited through fork: its memory is not mapped in this process",
+            ),
         }
     }
 }
@@ -229,7 +270,11 @@ impl PoolOptions {
 
 /// A pool of secret memory. A handle: clones share the pool, which goes
 /// away (its memory wiped and unmapped) when the last handle and the last
-/// secret allocated from it are gone.
+/// secret allocated from it are gone. (`SecretBox`/`SecretVec`/
+/// `SecretString` hold a handle each. Blocks handed out through
+/// `Allocator` do not: the trait's contract ends with the allocator, so
+/// blocks still out when the last handle goes, small or large, are wiped,
+/// unlocked and unmapped with the pool.)
 ///
 /// `&SecretPool` (and `SecretPool`) is an `allocator_api2` allocator, and a
 /// `core::alloc::Allocator` with the `nightly` feature, so standard-shaped
@@ -318,15 +363,6 @@ impl SecretPool {
     pub fn same_pool(&self, other: &SecretPool) -> bool {
         self.inner == other.inner
     }
-
-    /// Test hook: while `keep` is on, memory of freed secrets stays mapped
-    /// (and locked) after it is wiped, instead of being unmapped when its
-    /// slab empties or its mapping is freed, so a test can read it through
-    /// a pointer it saved. Switching it off releases what was kept.
-    #[doc(hidden)]
-    pub fn __keep_freed_memory(&self, keep: bool) {
-        self.inner().set_keep_freed(keep);
-    }
 }
 
 impl Clone for SecretPool {
@@ -374,8 +410,9 @@ pub fn memlock_limit() -> Option<u64> {
     sys::memlock_limit().ok().flatten()
 }
 
-/// Bytes of secret memory all pools of this process hold locked now (what
-/// the pools count against `RLIMIT_MEMLOCK`).
+/// Bytes of secret memory all pools of this process hold locked now: what
+/// the pools count against `RLIMIT_MEMLOCK`. Memory other code of the
+/// process locks is not in it (see the module docs).
 pub fn locked_bytes() -> usize {
     pool::locked_bytes()
 }

@@ -36,15 +36,26 @@
 //! - Slab metadata (links, bitmap, `used`) changes only under the pool
 //!   lock; the other meta fields are written once before the slab or
 //!   mapping is published and never again.
-//! - A slab or mapping whose `pid` is not the calling process's was
-//!   inherited through `fork`: its data is gone (`MADV_DONTFORK`) or zero
-//!   and unlocked (`MADV_WIPEONFORK`); it is never allocated from and its
-//!   data is never touched, only unmapped once its last block is freed.
+//! - A free slab block reads zero, canary slack included; `alloc_small`
+//!   checks this before handing the block out again (a stray write into a
+//!   free block aborts rather than reaching `zeroed()`).
+//! - Every large mapping of this process is in the pool's `large` list
+//!   until freed, so a pool that goes away with blocks still out (leaked
+//!   `Allocator` blocks) wipes and unmaps them like its slabs.
+//! - A slab or mapping whose `generation` is not the calling process's
+//!   (`fork::current`) was inherited through `fork`: its data
+//!   is zero and unlocked (`MADV_WIPEONFORK`, `InChild::Zeroed`) or not
+//!   mapped at all (`MADV_DONTFORK`, `InChild::Absent`: a gap the kernel
+//!   may fill with the child's own next mapping). It is never allocated
+//!   from, counted, protected or wiped; once its last block is freed the
+//!   child unmaps what it inherited of it: the whole reservation if
+//!   `Zeroed`, only the meta and guard pages around the gap if `Absent`.
 
+use super::fork;
 use super::sys::{self, Advice, PAGE, SecretFd};
 use super::{Backing, PoolStats, SecretError};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Bytes of address space a slab occupies (and its alignment).
@@ -111,16 +122,23 @@ pub(crate) fn slab_class(size: usize, align: usize) -> Option<usize> {
 // The process-wide RLIMIT_MEMLOCK account.
 // ---------------------------------------------------------------------
 
-/// Bytes locked by all secret pools of the process, packed with the pid
-/// that counted them (`pid << 42 | bytes`; Linux pids are below 2^22), so
-/// a forked child (which inherits no locks) starts from zero without a
-/// lock that a fork could leave held.
+/// Bytes locked by all secret pools of the process, packed with the fork
+/// generation that counted them (`tag << 42 | bytes`, the tag being the
+/// generation's low 22 bits), so a forked child (which inherits no locks)
+/// starts from zero without a lock that a fork could leave held.
 static LOCKED: AtomicU64 = AtomicU64::new(0);
 const BYTES_BITS: u32 = 42;
 const BYTES_MASK: u64 = (1 << BYTES_BITS) - 1;
 
-fn unpack(v: u64, pid: i32) -> usize {
-    if (v >> BYTES_BITS) as i32 == pid {
+/// The tag of the calling process's generation in `LOCKED`. Generations
+/// grow by one per forked descendant that uses a pool, so two processes
+/// of one line of descent share a tag only 2^22 generations apart.
+fn locked_tag() -> u64 {
+    fork::current() & ((1 << (64 - BYTES_BITS)) - 1)
+}
+
+fn unpack(v: u64, tag: u64) -> usize {
+    if v >> BYTES_BITS == tag {
         (v & BYTES_MASK) as usize
     } else {
         0
@@ -129,16 +147,16 @@ fn unpack(v: u64, pid: i32) -> usize {
 
 /// Bytes of secret memory the process holds locked right now.
 pub(crate) fn locked_bytes() -> usize {
-    unpack(LOCKED.load(Ordering::Acquire), sys::pid())
+    unpack(LOCKED.load(Ordering::Acquire), locked_tag())
 }
 
 /// Counts `n` more locked bytes, or says why not.
 fn reserve_locked(n: usize) -> Result<(), SecretError> {
     let limit = sys::memlock_limit().map_err(|errno| SecretError::Lock { errno })?;
-    let pid = sys::pid();
+    let tag = locked_tag();
     let mut cur = LOCKED.load(Ordering::Acquire);
     loop {
-        let locked = unpack(cur, pid);
+        let locked = unpack(cur, tag);
         let new = locked.checked_add(n).filter(|&b| b as u64 <= BYTES_MASK);
         let new = match (new, limit) {
             (Some(b), Some(l)) if b as u64 <= l => b,
@@ -151,7 +169,7 @@ fn reserve_locked(n: usize) -> Result<(), SecretError> {
                 });
             }
         };
-        let packed = ((pid as u64) << BYTES_BITS) | new as u64;
+        let packed = (tag << BYTES_BITS) | new as u64;
         match LOCKED.compare_exchange_weak(cur, packed, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return Ok(()),
             Err(seen) => cur = seen,
@@ -161,14 +179,14 @@ fn reserve_locked(n: usize) -> Result<(), SecretError> {
 
 /// Gives back `n` locked bytes counted by this process.
 fn release_locked(n: usize) {
-    let pid = sys::pid();
+    let tag = locked_tag();
     let mut cur = LOCKED.load(Ordering::Acquire);
     loop {
-        if (cur >> BYTES_BITS) as i32 != pid {
+        if cur >> BYTES_BITS != tag {
             return;
         }
         let left = (cur & BYTES_MASK).saturating_sub(n as u64);
-        let packed = ((pid as u64) << BYTES_BITS) | left;
+        let packed = (tag << BYTES_BITS) | left;
         match LOCKED.compare_exchange_weak(cur, packed, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return,
             Err(seen) => cur = seen,
@@ -206,6 +224,21 @@ pub(crate) unsafe fn wipe(p: *mut u8, len: usize) {
         }
     }
     compiler_fence(Ordering::SeqCst);
+}
+
+/// The first address of `[p, p+len)` that does not read zero (`p` and
+/// `len` multiples of 8: a slab block).
+///
+/// # Safety
+/// The range is readable.
+unsafe fn first_nonzero(p: usize, len: usize) -> Option<usize> {
+    debug_assert!(p.is_multiple_of(8) && len.is_multiple_of(8));
+    // SAFETY: the caller's contract; the word loads are 8-aligned.
+    let word = (p..p + len)
+        .step_by(8)
+        .find(|&a| unsafe { ptr::read(a as *const u64) } != 0)?;
+    // SAFETY: as above, inside the word just found.
+    (word..word + 8).find(|&a| unsafe { ptr::read(a as *const u8) } != 0)
 }
 
 /// The SplitMix64 finaliser.
@@ -246,21 +279,41 @@ unsafe fn check_canary(key: u64, from: usize, to: usize) -> Option<usize> {
 // Metadata.
 // ---------------------------------------------------------------------
 
+/// What a forked child has where a slab's or mapping's data pages were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InChild {
+    /// Zero pages of its own (`MADV_WIPEONFORK`, anonymous backing): the
+    /// whole reservation is the child's to unmap.
+    Zeroed,
+    /// Nothing (`MADV_DONTFORK`, memfd_secret backing): a gap, which the
+    /// kernel may fill with the child's own next mapping. The child may
+    /// unmap only the meta and guard pages around it.
+    Absent,
+}
+
+/// How `map_data` made a secret's data pages.
+#[derive(Clone, Copy)]
+struct DataPages {
+    /// Locked with `mlock` (anonymous backing; secret memory is locked by
+    /// the kernel).
+    mlocked: bool,
+    in_child: InChild,
+}
+
 /// The meta page of a slab.
 #[repr(C)]
 struct SlabMeta {
     magic: u64,
     pool: *const Inner,
-    /// The process that created the slab.
-    pid: i32,
+    /// The fork generation of the process that created the slab.
+    generation: u64,
     /// Index into `CLASSES`.
     class: u32,
     block: usize,
     nblocks: usize,
     data: *mut u8,
     data_len: usize,
-    /// Data pages locked with `mlock` (anonymous backing).
-    mlocked: bool,
+    pages: DataPages,
     // Under the pool lock:
     used: usize,
     prev: *mut SlabMeta,
@@ -274,10 +327,11 @@ struct SlabMeta {
 struct LargeMeta {
     magic: u64,
     pool: *const Inner,
-    pid: i32,
+    /// The fork generation of the process that created the mapping.
+    generation: u64,
     /// PROT_NONE while no exposure guard is alive.
     sealed: bool,
-    mlocked: bool,
+    pages: DataPages,
     base: *mut u8,
     total: usize,
     data: *mut u8,
@@ -286,7 +340,8 @@ struct LargeMeta {
     size: usize,
     /// Exposure guards alive (sealed secrets).
     exposed: Mutex<usize>,
-    /// Link in the pool's kept list (test hook), under the pool lock.
+    // Links in the pool's `large` list, under the pool lock.
+    prev: *mut LargeMeta,
     next: *mut LargeMeta,
 }
 
@@ -298,6 +353,30 @@ fn large_meta(p: *mut u8) -> *mut LargeMeta {
 /// The meta page of the slab holding `p`.
 fn slab_meta(p: *mut u8) -> *mut SlabMeta {
     (p as usize & !(SLAB_SPAN - 1)) as *mut SlabMeta
+}
+
+/// Unmaps what a forked child inherited of the reservation `[base,
+/// base+total)` whose data pages are `[data, data+len)`: everything if the
+/// child has zero pages there, else only what lies around the data gap.
+///
+/// # Safety
+/// The reservation was inherited (its generation is not the caller's), its
+/// last block is freed, and nothing can reach it any more.
+unsafe fn unmap_inherited(base: *mut u8, total: usize, data: *mut u8, len: usize, pages: DataPages) {
+    // SAFETY: the caller's contract; an `Absent` child never unmaps the
+    // data range, which may hold a mapping of its own now.
+    unsafe {
+        match pages.in_child {
+            InChild::Zeroed => {
+                let _ = sys::unmap(base, total);
+            }
+            InChild::Absent => {
+                let end = data.add(len);
+                let _ = sys::unmap(base, data as usize - base as usize);
+                let _ = sys::unmap(end, base as usize + total - end as usize);
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------
@@ -317,19 +396,17 @@ pub(crate) struct Inner {
     sealed: bool,
     /// Canary key.
     key: AtomicU64,
-    /// Test hook: keep freed memory mapped (wiped) until switched off.
-    keep_freed: AtomicBool,
     state: Mutex<State>,
 }
 
 /// What the pool lock protects.
 struct State {
-    /// The process the lists below belong to (0: not yet used).
-    pid: i32,
+    /// The fork generation the lists below belong to (0: not yet used).
+    generation: u64,
     /// Slabs of each class (move-to-front on free).
     slabs: [*mut SlabMeta; NCLASSES],
-    /// Freed large mappings kept by the test hook.
-    kept: *mut LargeMeta,
+    /// Live large mappings.
+    large: *mut LargeMeta,
     n_slabs: usize,
     n_large: usize,
     live: usize,
@@ -345,9 +422,9 @@ unsafe impl Send for State {}
 impl State {
     const fn new() -> Self {
         State {
-            pid: 0,
+            generation: 0,
             slabs: [ptr::null_mut(); NCLASSES],
-            kept: ptr::null_mut(),
+            large: ptr::null_mut(),
             n_slabs: 0,
             n_large: 0,
             live: 0,
@@ -419,6 +496,37 @@ impl State {
             (*s).next = ptr::null_mut();
         }
     }
+
+    /// # Safety
+    /// `m` is a live large mapping of this process, in no list.
+    unsafe fn push_large(&mut self, m: *mut LargeMeta) {
+        // SAFETY: the caller's contract; list members are live.
+        unsafe {
+            (*m).prev = ptr::null_mut();
+            (*m).next = self.large;
+            if !self.large.is_null() {
+                (*self.large).prev = m;
+            }
+        }
+        self.large = m;
+    }
+
+    /// # Safety
+    /// `m` is in the `large` list.
+    unsafe fn unlink_large(&mut self, m: *mut LargeMeta) {
+        // SAFETY: the caller's contract; list members are live.
+        unsafe {
+            let (prev, next) = ((*m).prev, (*m).next);
+            if prev.is_null() {
+                self.large = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+        }
+    }
 }
 
 impl Inner {
@@ -429,7 +537,6 @@ impl Inner {
             backing: AtomicU8::new(BACKING_UNSET),
             sealed,
             key: AtomicU64::new(0),
-            keep_freed: AtomicBool::new(false),
             state: Mutex::new(State::new()),
         }
     }
@@ -446,6 +553,7 @@ impl Inner {
 
     /// A new pool state in a private mapping of its own.
     pub(crate) fn create(backing: Backing, sealed: bool) -> Result<NonNull<Inner>, SecretError> {
+        fork::setup()?;
         let len = core::mem::size_of::<Inner>().next_multiple_of(PAGE);
         let p = sys::reserve(len).map_err(|errno| SecretError::Map { errno })?;
         // SAFETY: `p` is our fresh reservation of `len` bytes.
@@ -495,17 +603,19 @@ impl Inner {
         self.refs.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
-    /// Gives every slab and kept mapping back, then the state's own
-    /// mapping.
+    /// Wipes and gives back every slab and large mapping (with the blocks
+    /// still out in them: only `Allocator` blocks can be, and they do not
+    /// outlive their allocator), then the state's own mapping.
     ///
     /// # Safety
-    /// `inner` came from `create`, its last handle is gone (so no secret
-    /// of it is alive), and it is not used again.
+    /// `inner` came from `create`, its last handle is gone (so no
+    /// `SecretBox`/`SecretVec` of it is alive, and no `Allocator` block may
+    /// be used), and it is not used again.
     pub(crate) unsafe fn destroy(inner: NonNull<Inner>) {
         // SAFETY: the caller's contract: nobody else can reach the pool.
         unsafe {
             let this = inner.as_ref();
-            this.release_kept(true);
+            this.release_all();
             let len = core::mem::size_of::<Inner>().next_multiple_of(PAGE);
             ptr::drop_in_place(inner.as_ptr());
             let _ = sys::unmap(inner.as_ptr().cast(), len);
@@ -513,14 +623,14 @@ impl Inner {
     }
 
     /// Locks the pool state. In a process forked since the last use, the
-    /// inherited slabs are forgotten first (their data is gone or zero and
+    /// inherited lists are forgotten first (their data is gone or zero and
     /// unlocked; see the module invariants).
     fn lock(&self) -> MutexGuard<'_, State> {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let pid = sys::pid();
-        if st.pid != pid {
+        let generation = fork::current();
+        if st.generation != generation {
             *st = State::new();
-            st.pid = pid;
+            st.generation = generation;
         }
         st
     }
@@ -544,12 +654,12 @@ impl Inner {
     /// of dumps, wiped in forked children and locked; secret-memory ones
     /// replace the reservation with a `memfd_secret` mapping (locked and
     /// left out of dumps by the kernel) that is not mapped in forked
-    /// children at all. Returns whether the pages were `mlock`ed.
+    /// children at all.
     ///
     /// # Safety
     /// `[data, data+len)` is a page-aligned, unused part of a reservation
     /// of the caller's.
-    unsafe fn map_data(&self, data: *mut u8, len: usize) -> Result<bool, SecretError> {
+    unsafe fn map_data(&self, data: *mut u8, len: usize) -> Result<DataPages, SecretError> {
         // SAFETY: the caller's contract for every call below.
         unsafe {
             match self.backing() {
@@ -560,7 +670,10 @@ impl Inner {
                     sys::advise(data, len, Advice::WipeOnFork)
                         .map_err(|errno| SecretError::Advise { errno })?;
                     sys::lock(data, len).map_err(|errno| SecretError::Lock { errno })?;
-                    Ok(true)
+                    Ok(DataPages {
+                        mlocked: true,
+                        in_child: InChild::Zeroed,
+                    })
                 }
                 Backing::MemfdSecret => {
                     let fd = SecretFd::new().map_err(|errno| SecretError::MemfdSecret { errno })?;
@@ -577,7 +690,10 @@ impl Inner {
                     })?;
                     sys::advise(data, len, Advice::DontFork)
                         .map_err(|errno| SecretError::Advise { errno })?;
-                    Ok(false)
+                    Ok(DataPages {
+                        mlocked: false,
+                        in_child: InChild::Absent,
+                    })
                 }
             }
         }
@@ -595,6 +711,9 @@ impl Inner {
         seal: bool,
     ) -> Result<NonNull<u8>, SecretError> {
         debug_assert!(size > 0 && align.is_power_of_two());
+        // The fork generation must be readable before memory is tagged
+        // with it (a no-op once done; explicit pools did it at creation).
+        fork::setup()?;
         match slab_class(size, align).filter(|_| !own_pages) {
             Some(c) => self.alloc_small(c, size),
             None => self.alloc_large(size, align, seal),
@@ -642,6 +761,18 @@ impl Inner {
         st.live += 1;
         st.bytes_live += size;
         drop(st);
+        // A free block reads zero (it was wiped when freed, or is fresh):
+        // anything else is a stray write into free memory, an overflow out
+        // of a neighbour that has not been freed (and so not had its canary
+        // checked) yet. Handing it out would give `zeroed()` whatever was
+        // written there.
+        // SAFETY: the block is ours alone now, in mapped slab data.
+        if let Some(bad) = unsafe { first_nonzero(block as usize, CLASSES[c]) } {
+            sys::fatal(
+                "secret memory written while free (an overflow into a free block?) at",
+                bad,
+            );
+        }
         // SAFETY: the block is ours alone now, and zero; its slack holds
         // no secret.
         unsafe {
@@ -677,7 +808,7 @@ impl Inner {
                 .map_err(|errno| SecretError::Protect { errno })
                 .and_then(|()| self.map_data(data, data_len))
         };
-        let mlocked = match mapped {
+        let pages = match mapped {
             Ok(m) => m,
             Err(e) => {
                 // SAFETY: our reservation; nothing was written to its data.
@@ -692,13 +823,13 @@ impl Inner {
             meta.write(SlabMeta {
                 magic: SLAB_MAGIC,
                 pool: self,
-                pid: sys::pid(),
+                generation: fork::current(),
                 class: c as u32,
                 block,
                 nblocks: data_len / block,
                 data,
                 data_len,
-                mlocked,
+                pages,
                 used: 0,
                 prev: ptr::null_mut(),
                 next: ptr::null_mut(),
@@ -728,7 +859,7 @@ impl Inner {
                 (*meta).block,
                 (*meta).data as usize,
                 (*meta).nblocks,
-                (*meta).pid == sys::pid(),
+                (*meta).generation == fork::current(),
             )
         };
         let off = (p as usize).wrapping_sub(data);
@@ -760,7 +891,7 @@ impl Inner {
                 st.unlink(c, meta);
                 st.push_front(c, meta);
             }
-            let release = (*meta).used == 0 && !(mine && self.keep_freed.load(Ordering::Relaxed));
+            let release = (*meta).used == 0;
             if release && mine {
                 st.unlink(c, meta);
                 st.n_slabs -= 1;
@@ -773,7 +904,14 @@ impl Inner {
         if release {
             // SAFETY: the slab is empty and unlinked (or inherited through
             // fork and in no list); nobody can reach it any more.
-            unsafe { destroy_slab(meta, mine) };
+            unsafe {
+                if mine {
+                    destroy_slab(meta);
+                } else {
+                    let (data, len, pages) = ((*meta).data, (*meta).data_len, (*meta).pages);
+                    unmap_inherited(meta.cast(), SLAB_SPAN, data, len, pages);
+                }
+            }
         }
     }
 
@@ -817,7 +955,7 @@ impl Inner {
             release_locked(data_len);
             Err(e)
         };
-        let mlocked = match mapped {
+        let pages = match mapped {
             Ok(m) => m,
             Err(e) => return fail(e),
         };
@@ -837,9 +975,9 @@ impl Inner {
             base.cast::<LargeMeta>().write(LargeMeta {
                 magic: LARGE_MAGIC,
                 pool: self,
-                pid: sys::pid(),
+                generation: fork::current(),
                 sealed: seal,
-                mlocked,
+                pages,
                 base,
                 total,
                 data,
@@ -847,6 +985,7 @@ impl Inner {
                 ptr: p as *mut u8,
                 size,
                 exposed: Mutex::new(0),
+                prev: ptr::null_mut(),
                 next: ptr::null_mut(),
             });
         }
@@ -857,6 +996,9 @@ impl Inner {
             }
         }
         let mut st = self.lock();
+        // SAFETY: the meta page was just written; the mapping is ours and
+        // in no list.
+        unsafe { st.push_large(base.cast()) };
         st.n_large += 1;
         st.live += 1;
         st.bytes_live += size;
@@ -887,11 +1029,11 @@ impl Inner {
             &*meta
         };
         let (base, total, data, data_len) = (m.base, m.total, m.data, m.data_len);
-        if m.pid != sys::pid() {
+        if m.generation != fork::current() {
             // Inherited through fork: the data is not ours to touch (and
-            // not in this process's statistics).
-            // SAFETY: the mapping is unreachable once its secret is freed.
-            let _ = unsafe { sys::unmap(base, total) };
+            // not in this process's statistics or lists).
+            // SAFETY: inherited, and unreachable once its secret is freed.
+            unsafe { unmap_inherited(base, total, data, data_len, m.pages) };
             return;
         }
         // A sealed secret is unsealed to be wiped. If that fails the pages
@@ -912,14 +1054,10 @@ impl Inner {
             }
         }
         let mut st = self.lock();
+        // SAFETY: a live mapping of this process is in the list.
+        unsafe { st.unlink_large(meta) };
         st.live -= 1;
         st.bytes_live -= size;
-        if readable && self.keep_freed.load(Ordering::Relaxed) {
-            // SAFETY: the meta page is ours; the kept list is under the lock.
-            unsafe { (*meta).next = st.kept };
-            st.kept = meta;
-            return;
-        }
         st.n_large -= 1;
         st.locked -= data_len;
         st.guard_pages -= 2;
@@ -928,102 +1066,95 @@ impl Inner {
         unsafe { unmap_large(meta) };
     }
 
-    /// Test hook: while on, freed memory stays mapped (wiped) until the
-    /// hook is switched off or the pool goes away.
-    pub(crate) fn set_keep_freed(&self, keep: bool) {
-        self.keep_freed.store(keep, Ordering::Relaxed);
-        if !keep {
-            self.release_kept(false);
-        }
-    }
-
-    /// Releases the empty slabs and kept mappings (all slabs if `all`).
-    fn release_kept(&self, all: bool) {
+    /// Wipes and gives back every slab and large mapping of this process,
+    /// whatever they still hold: the pool is going away.
+    fn release_all(&self) {
         let mut st = self.lock();
-        let mut kept = core::mem::replace(&mut st.kept, ptr::null_mut());
-        let mut empty = ptr::null_mut::<SlabMeta>();
+        let mut large = core::mem::replace(&mut st.large, ptr::null_mut());
+        let mut slabs = ptr::null_mut::<SlabMeta>();
         for c in 0..NCLASSES {
-            let mut s = st.slabs[c];
+            let mut s = core::mem::replace(&mut st.slabs[c], ptr::null_mut());
             while !s.is_null() {
-                // SAFETY: live slabs of this process, under the lock.
+                // SAFETY: live slabs of this process, under the lock; the
+                // class list is dropped whole and rebuilt as `slabs`.
                 unsafe {
                     let next = (*s).next;
-                    if all || (*s).used == 0 {
-                        st.unlink(c, s);
-                        st.n_slabs -= 1;
-                        st.locked -= (*s).data_len;
-                        st.guard_pages -= slab_guard_pages((*s).block);
-                        (*s).next = empty;
-                        empty = s;
-                    }
+                    (*s).next = slabs;
+                    slabs = s;
                     s = next;
                 }
             }
         }
-        while !kept.is_null() {
-            // SAFETY: kept mappings are ours, under the lock.
+        *st = State {
+            generation: st.generation,
+            ..State::new()
+        };
+        drop(st);
+        while !slabs.is_null() {
+            // SAFETY: slabs of this process, out of every list.
             unsafe {
-                st.n_large -= 1;
-                st.locked -= (*kept).data_len;
-                st.guard_pages -= 2;
-                let next = (*kept).next;
-                unmap_large(kept);
-                kept = next;
+                let next = (*slabs).next;
+                destroy_slab(slabs);
+                slabs = next;
             }
         }
-        drop(st);
-        while !empty.is_null() {
-            // SAFETY: unlinked slabs of this process, empty (or, for
-            // `all`, of a pool that is going away).
+        while !large.is_null() {
+            // SAFETY: mappings of this process, out of the list; nothing
+            // may use them (the pool's last handle is gone).
             unsafe {
-                let next = (*empty).next;
-                destroy_slab(empty, true);
-                empty = next;
+                let next = (*large).next;
+                let m = &*large;
+                // A sealed one is opened to be wiped; if that fails it is
+                // unmapped unwiped, as in `free_large`.
+                if !m.sealed || sys::protect_rw(m.data, m.data_len).is_ok() {
+                    wipe(m.data, m.data_len);
+                }
+                unmap_large(large);
+                large = next;
             }
         }
     }
 
-    /// Test hook: the data range of the slab holding the small secret at
-    /// `p`, if `p` is one (with the given size and alignment).
-    pub(crate) fn slab_data_range(
+    /// True if the live allocation `p` (made with these arguments) was
+    /// inherited through `fork`: its memory is not this process's to read,
+    /// write or protect.
+    ///
+    /// # Safety
+    /// `p` is a live allocation of this pool made with these arguments.
+    pub(crate) unsafe fn inherited(
         &self,
-        p: *const u8,
+        p: NonNull<u8>,
         size: usize,
         align: usize,
-    ) -> Option<(usize, usize)> {
-        slab_class(size, align)?;
-        let meta = slab_meta(p.cast_mut());
-        // SAFETY: the caller hands a live small secret of this pool (the
-        // public hook says so); its slab's meta page is mapped.
-        unsafe {
-            if (*meta).magic != SLAB_MAGIC || !ptr::eq((*meta).pool, self) {
-                return None;
-            }
-            Some((
-                (*meta).data as usize,
-                (*meta).data as usize + (*meta).data_len,
-            ))
-        }
+        own_pages: bool,
+    ) -> bool {
+        let generation = match slab_class(size, align).filter(|_| !own_pages) {
+            // SAFETY: the caller's contract: the meta page is mapped (an
+            // inherited one too: only data pages are left out of a child).
+            Some(_) => unsafe { (*slab_meta(p.as_ptr())).generation },
+            // SAFETY: as above.
+            None => unsafe { (*large_meta(p.as_ptr())).generation },
+        };
+        generation != fork::current()
     }
 }
 
-/// Wipes (if ours), unlocks and unmaps an unreachable slab.
+/// Wipes, unlocks and unmaps an unreachable slab of this process.
 ///
 /// # Safety
-/// `meta` is an empty (or abandoned) slab that nothing can reach.
-unsafe fn destroy_slab(meta: *mut SlabMeta, mine: bool) {
+/// `meta` is a slab of this process, empty (or of a pool that is going
+/// away), that nothing can reach.
+unsafe fn destroy_slab(meta: *mut SlabMeta) {
     // SAFETY: the caller's contract.
     unsafe {
-        let (data, len, mlocked) = ((*meta).data, (*meta).data_len, (*meta).mlocked);
-        if mine {
-            // Free blocks are zero already; this also covers blocks of a
-            // pool torn down with secrets it could not see freed.
-            wipe(data, len);
-            if mlocked {
-                let _ = sys::unlock(data, len);
-            }
-            release_locked(len);
+        let (data, len, pages) = ((*meta).data, (*meta).data_len, (*meta).pages);
+        // Free blocks are zero already; this also covers the blocks still
+        // out when a pool goes away.
+        wipe(data, len);
+        if pages.mlocked {
+            let _ = sys::unlock(data, len);
         }
+        release_locked(len);
         let _ = sys::unmap(meta.cast(), SLAB_SPAN);
     }
 }
@@ -1036,14 +1167,14 @@ unsafe fn destroy_slab(meta: *mut SlabMeta, mine: bool) {
 unsafe fn unmap_large(meta: *mut LargeMeta) {
     // SAFETY: the caller's contract.
     unsafe {
-        let (base, total, data, len, mlocked) = (
+        let (base, total, data, len, pages) = (
             (*meta).base,
             (*meta).total,
             (*meta).data,
             (*meta).data_len,
-            (*meta).mlocked,
+            (*meta).pages,
         );
-        if mlocked {
+        if pages.mlocked {
             let _ = sys::unlock(data, len);
         }
         release_locked(len);
@@ -1055,6 +1186,11 @@ unsafe fn unmap_large(meta: *mut LargeMeta) {
 /// for shared exposures, read-write for an exclusive one (the borrow rules
 /// of the guards' owners never mix the two).
 ///
+/// A secret inherited through `fork` whose data is absent in this process
+/// (memfd_secret) is [`SecretError::Inherited`]: its range may hold a
+/// mapping of the child's own now, which must keep its protection. (An
+/// inherited anonymous one is the child's own zero pages.)
+///
 /// # Safety
 /// `p` is a live secret with pages of its own (allocated with `seal`); a
 /// `writable` exposure is the only one alive.
@@ -1062,6 +1198,9 @@ pub(crate) unsafe fn unseal(p: NonNull<u8>, writable: bool) -> Result<(), Secret
     let meta = large_meta(p.as_ptr());
     // SAFETY: the caller's contract: the meta page is live.
     let m = unsafe { &*meta };
+    if m.pages.in_child == InChild::Absent && m.generation != fork::current() {
+        return Err(SecretError::Inherited);
+    }
     let mut n = m.exposed.lock().unwrap_or_else(PoisonError::into_inner);
     if *n == 0 {
         // SAFETY: our data pages; a read-only exposure writes nothing.

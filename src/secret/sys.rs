@@ -6,8 +6,8 @@
 //! `MADV_DONTDUMP`/`MADV_WIPEONFORK`/`MADV_DONTFORK`, `memfd_secret(2)`,
 //! `ftruncate`, `MAP_SHARED|MAP_FIXED` over a reservation, `getrlimit`),
 //! and nothing else uses them, so they live in this small layer of their
-//! own instead of widening `os`. `getpid`, `getrandom` and the one-line
-//! fatal-error writer are here for the same reason.
+//! own instead of widening `os`. `getrandom` and the one-line fatal-error
+//! writer are here for the same reason.
 //!
 //! Every function reports failure as an `errno` value (`Result`) or an
 //! `Option`; nothing here allocates, panics or retries. Memory is never
@@ -257,10 +257,39 @@ pub(crate) fn memlock_limit() -> Result<Option<u64>, Errno> {
     })
 }
 
-/// The calling process's id.
-pub(crate) fn pid() -> i32 {
-    // SAFETY: getpid has no preconditions and cannot fail.
-    unsafe { libc::getpid() }
+/// Fills `[p, p+len)` from the kernel's random source (`getrandom(2)`,
+/// blocking only until the source is first initialised at boot), in place:
+/// no byte passes through a buffer of ours.
+///
+/// # Safety
+/// `[p, p+len)` is writable and no reference into it is alive.
+pub(crate) unsafe fn fill_random(p: *mut u8, len: usize) -> Result<(), Errno> {
+    fill_with(p, len, |at, n| {
+        // SAFETY: `[at, at+n)` lies inside the caller's writable range.
+        let r = unsafe { libc::getrandom(at.cast(), n, 0) };
+        if r < 0 { Err(errno()) } else { Ok(r as usize) }
+    })
+}
+
+/// The loop of `fill_random`, over any `getrandom`-shaped call: short
+/// reads go on where they stopped, `EINTR` is retried, other errors are
+/// returned. A call that returns 0 bytes for a non-empty request (which
+/// `getrandom` never does) is `EIO`, so the loop always ends.
+fn fill_with(
+    p: *mut u8,
+    len: usize,
+    mut call: impl FnMut(*mut u8, usize) -> Result<usize, Errno>,
+) -> Result<(), Errno> {
+    let mut done = 0;
+    while done < len {
+        match call(p.wrapping_add(done), len - done) {
+            Ok(0) => return Err(libc::EIO),
+            Ok(n) => done += n.min(len - done),
+            Err(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// 64 random bits (the pools' canary keys), from the allocator's `os`.
@@ -272,4 +301,60 @@ pub(crate) use crate::os::random_u64;
 #[cold]
 pub(crate) fn fatal(what: &str, addr: usize) -> ! {
     crate::os::fatal(&[what.as_bytes()], Some(addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_with_goes_on_after_short_reads_and_eintr() {
+        let mut buf = [0u8; 100];
+        let mut calls = Vec::new();
+        // 30 bytes, EINTR, 1 byte, EINTR, then whatever is asked.
+        let script = [Ok(30), Err(libc::EINTR), Ok(1), Err(libc::EINTR)];
+        let mut next = script.iter();
+        let base = buf.as_mut_ptr();
+        let r = fill_with(base, 100, |at, n| {
+            let off = at as usize - base as usize;
+            calls.push((off, n));
+            let got = *next.next().unwrap_or(&Ok(n));
+            if let Ok(k) = got {
+                // SAFETY: inside `buf`, as `fill_with` asks.
+                unsafe { ptr::write_bytes(at, 0xA5, k) };
+            }
+            got
+        });
+        assert_eq!(r, Ok(()));
+        assert_eq!(buf, [0xA5; 100]);
+        assert_eq!(calls, [(0, 100), (30, 70), (30, 70), (31, 69), (31, 69)]);
+    }
+
+    #[test]
+    fn fill_with_returns_other_errors_and_never_spins_on_zero() {
+        let mut buf = [0u8; 16];
+        let p = buf.as_mut_ptr();
+        assert_eq!(fill_with(p, 16, |_, _| Err(libc::ENOSYS)), Err(libc::ENOSYS));
+        assert_eq!(fill_with(p, 16, |_, _| Ok(0)), Err(libc::EIO));
+        let mut n = 0;
+        assert_eq!(
+            fill_with(p, 0, |_, _| {
+                n += 1;
+                Ok(0)
+            }),
+            Ok(())
+        );
+        assert_eq!(n, 0, "nothing to fill: no call");
+    }
+
+    #[test]
+    fn fill_random_fills_in_place() {
+        let mut buf = [0u8; 4096];
+        // SAFETY: a writable local buffer.
+        unsafe { fill_random(buf.as_mut_ptr(), buf.len()) }.unwrap();
+        // All 4096 bytes zero has probability 2^-32768.
+        assert!(buf.iter().any(|&b| b != 0));
+        let (a, b) = buf.split_at(2048);
+        assert_ne!(a, b);
+    }
 }

@@ -1,7 +1,9 @@
 //! `SecretVec<T>` and `SecretString`: variable-size secrets.
 
-use super::boxed::{Exposed, ExposedMut, Zeroable};
+use super::boxed::{ExposeSecret, ExposeSecretMut, Exposed, ExposedMut, Zeroable};
 use super::pool;
+use super::sys;
+use super::wipe::{self, Wipe};
 use super::{SecretError, SecretPool};
 use core::fmt;
 use core::mem::{align_of, size_of};
@@ -17,6 +19,11 @@ pub struct SecretVec<T: Copy = u8> {
     len: usize,
     /// Elements allocated; 0 (and a dangling `ptr`) before the first.
     cap: usize,
+    /// Elements from here to `cap` read zero. `len <= clean_from`, equal
+    /// except after a `truncate` that could not unseal the buffer to wipe
+    /// what it removed: those bytes are wiped by the next call that can
+    /// (and the buffer is wiped whole when freed).
+    clean_from: usize,
     pool: SecretPool,
     own_pages: bool,
 }
@@ -44,6 +51,7 @@ impl<T: Copy> SecretVec<T> {
             ptr: NonNull::dangling(),
             len: 0,
             cap: if size_of::<T>() == 0 { usize::MAX } else { 0 },
+            clean_from: 0,
             pool: pool.clone(),
             own_pages: pool.is_sealed(),
         }
@@ -71,6 +79,22 @@ impl<T: Copy> SecretVec<T> {
         let mut v = Self::with_capacity_in(items.len(), pool)?;
         v.try_extend_from_slice(items)?;
         Ok(v)
+    }
+
+    /// Moves the elements of `src` into the global pool, then wipes the
+    /// *whole* heap buffer of `src` (its spare capacity too, where earlier
+    /// contents may linger) with volatile stores and frees it. The source
+    /// is wiped whether or not the copy succeeded: it was moved in, so on
+    /// an error nothing of it is left either.
+    pub fn from_vec(src: Vec<T>) -> Result<Self, SecretError> {
+        Self::from_vec_in(src, SecretPool::global())
+    }
+
+    /// As `from_vec`, in `pool`.
+    pub fn from_vec_in(src: Vec<T>, pool: &SecretPool) -> Result<Self, SecretError> {
+        let r = Self::from_slice_in(&src, pool);
+        wipe::wipe_vec(src);
+        r
     }
 
     pub fn len(&self) -> usize {
@@ -104,6 +128,20 @@ impl<T: Copy> SecretVec<T> {
         n.wrapping_mul(size_of::<T>())
     }
 
+    /// True if the buffer was inherited through `fork`: not this
+    /// process's memory to read or write (see [`SecretError::Inherited`]).
+    fn inherited(&self) -> bool {
+        let bytes = self.bytes(self.cap);
+        // SAFETY: a non-empty buffer is our live allocation, made with
+        // these arguments.
+        bytes != 0
+            && unsafe {
+                self.pool
+                    .inner()
+                    .inherited(self.ptr.cast(), bytes, align_of::<T>(), self.own_pages)
+            }
+    }
+
     /// Room for at least `additional` more elements (amortised growth).
     pub fn try_reserve(&mut self, additional: usize) -> Result<(), SecretError> {
         let need = self
@@ -131,6 +169,9 @@ impl<T: Copy> SecretVec<T> {
     /// Moves the elements to a new secret of `cap` elements and wipes the
     /// old one.
     fn grow_to(&mut self, cap: usize) -> Result<(), SecretError> {
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         let bytes = cap
             .checked_mul(size_of::<T>())
             .ok_or(SecretError::CapacityOverflow)?;
@@ -169,6 +210,8 @@ impl<T: Copy> SecretVec<T> {
         self.free_buffer();
         self.ptr = new;
         self.cap = cap;
+        // Fresh memory past the elements copied.
+        self.clean_from = self.len;
         Ok(())
     }
 
@@ -196,6 +239,9 @@ impl<T: Copy> SecretVec<T> {
         if items.is_empty() {
             return Ok(());
         }
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         self.try_reserve(items.len())?;
         // SAFETY: room for `items.len()` more elements after `len`; the
         // exposure keeps the pages writable; `items` cannot overlap our
@@ -205,26 +251,47 @@ impl<T: Copy> SecretVec<T> {
             ptr::copy_nonoverlapping(items.as_ptr(), self.ptr.as_ptr().add(self.len), items.len());
         }
         self.len += items.len();
+        self.clean_from = self.clean_from.max(self.len);
+        Ok(())
+    }
+
+    /// Wipes elements `from..clean_from` (unsealing a sealed buffer for
+    /// it) and marks everything from `from` on clean.
+    fn wipe_from(&mut self, from: usize) -> Result<(), SecretError> {
+        if from >= self.clean_from {
+            return Ok(());
+        }
+        // SAFETY: elements `from..clean_from` lie in our buffer and no
+        // reference into it is alive (`&mut self`); the exposure keeps
+        // them writable while they are wiped.
+        unsafe {
+            let _g = ExposedMut::new(self.ptr.cast::<u8>(), self.sealed_at())?;
+            pool::wipe(
+                self.ptr.as_ptr().add(from).cast(),
+                self.bytes(self.clean_from - from),
+            );
+        }
+        self.clean_from = from;
         Ok(())
     }
 
     /// Shortens to `len` elements, wiping the rest now.
+    ///
+    /// If a sealed buffer cannot be unsealed to be wiped (`mprotect`
+    /// refused), the elements removed stay in its (`PROT_NONE`) pages,
+    /// out of reach of the API, until the next call that can unseal it
+    /// wipes them: a later `truncate`, a `try_resize_zeroed` (which returns
+    /// the error rather than hand them back as zeros) or the drop. (A
+    /// buffer inherited through `fork` has nothing of this process's to
+    /// wipe.)
     pub fn truncate(&mut self, len: usize) {
         if len >= self.len {
             return;
         }
-        // SAFETY: elements `len..self.len` are ours; the exposure keeps
-        // them writable. If unsealing fails the bytes are wiped when the
-        // buffer is freed instead.
-        unsafe {
-            if let Ok(_g) = ExposedMut::new(self.ptr.cast::<u8>(), self.sealed_at()) {
-                pool::wipe(
-                    self.ptr.as_ptr().add(len).cast(),
-                    self.bytes(self.len - len),
-                );
-            }
-        }
         self.len = len;
+        if !self.inherited() {
+            let _ = self.wipe_from(len);
+        }
     }
 
     /// Removes (and wipes) every element; keeps the capacity.
@@ -235,16 +302,22 @@ impl<T: Copy> SecretVec<T> {
     /// Read access to the elements while the guard lives.
     ///
     /// # Panics
-    /// If a sealed secret cannot be unsealed; see `try_expose`.
+    /// If a sealed secret cannot be unsealed, or the secret was inherited
+    /// through `fork`; see `try_expose`.
     pub fn expose(&self) -> Exposed<'_, [T]> {
         match self.try_expose() {
             Ok(g) => g,
-            Err(e) => panic!("cannot expose a sealed secret: {e}"),
+            Err(e) => panic!("cannot expose a secret: {e}"),
         }
     }
 
-    /// Read access, or why the secret could not be unsealed.
+    /// Read access, or why the secret could not be unsealed
+    /// ([`SecretError::Protect`]) or is not this process's
+    /// ([`SecretError::Inherited`]).
     pub fn try_expose(&self) -> Result<Exposed<'_, [T]>, SecretError> {
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         // SAFETY: `len` initialised elements; `&self` excludes writers.
         unsafe { Exposed::new(self.slice_ptr(), self.sealed_at()) }
     }
@@ -256,31 +329,21 @@ impl<T: Copy> SecretVec<T> {
     pub fn expose_mut(&mut self) -> ExposedMut<'_, [T]> {
         match self.try_expose_mut() {
             Ok(g) => g,
-            Err(e) => panic!("cannot expose a sealed secret: {e}"),
+            Err(e) => panic!("cannot expose a secret: {e}"),
         }
     }
 
-    /// As `expose_mut`, or why the secret could not be unsealed.
+    /// As `expose_mut`, or why the secret could not be exposed.
     pub fn try_expose_mut(&mut self) -> Result<ExposedMut<'_, [T]>, SecretError> {
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         // SAFETY: as `try_expose`; `&mut self` makes it exclusive.
         unsafe { ExposedMut::new(self.slice_ptr(), self.sealed_at()) }
     }
 
     fn slice_ptr(&self) -> NonNull<[T]> {
         NonNull::slice_from_raw_parts(self.ptr, self.len)
-    }
-
-    /// Test hook: the data range `(start, end)` of the slab holding the
-    /// elements, if they live in a slab.
-    #[doc(hidden)]
-    pub fn __slab_data_range(&self) -> Option<(usize, usize)> {
-        let bytes = self.bytes(self.cap);
-        if self.own_pages || bytes == 0 {
-            return None;
-        }
-        self.pool
-            .inner()
-            .slab_data_range(self.ptr.as_ptr().cast(), bytes, align_of::<T>())
     }
 }
 
@@ -295,26 +358,85 @@ impl<T: Zeroable> SecretVec<T> {
         let mut v = Self::with_capacity_in(len, pool)?;
         // Pool memory reads as zero, a valid `T`.
         v.len = len;
+        v.clean_from = len;
         Ok(v)
     }
 
-    /// Grows (with zeros) or shrinks (wiping) to `len` elements.
+    /// Grows (with zeros) or shrinks (wiping) to `len` elements. Growing
+    /// over elements an earlier `truncate` could not wipe wipes them first,
+    /// or returns that error (the vector unchanged).
     pub fn try_resize_zeroed(&mut self, len: usize) -> Result<(), SecretError> {
         if len <= self.len {
             self.truncate(len);
             return Ok(());
         }
+        if self.inherited() {
+            return Err(SecretError::Inherited);
+        }
         self.try_reserve(len - self.len)?;
-        // Elements past `len` are zero: fresh memory, or wiped by
-        // `truncate`.
+        self.wipe_from(self.len)?;
+        // Elements from `clean_from == self.len` on are zero.
         self.len = len;
+        self.clean_from = len;
         Ok(())
+    }
+}
+
+impl SecretVec<u8> {
+    /// `len` bytes from the kernel's random source (`getrandom(2)`),
+    /// written straight into locked memory of the global pool. An error
+    /// ([`SecretError::Random`]) leaves nothing behind.
+    pub fn random(len: usize) -> Result<Self, SecretError> {
+        Self::random_in(len, SecretPool::global())
+    }
+
+    /// As `random`, in `pool`.
+    pub fn random_in(len: usize, pool: &SecretPool) -> Result<Self, SecretError> {
+        let mut v = Self::zeroed_in(len, pool)?;
+        {
+            let mut g = v.try_expose_mut()?;
+            // SAFETY: the guard's `len` bytes are exclusive and writable.
+            unsafe { sys::fill_random(g.as_mut_ptr(), len) }
+                .map_err(|errno| SecretError::Random { errno })?;
+        }
+        Ok(v)
+    }
+
+    /// Compares the bytes with `other` in constant time (see
+    /// [`ct_eq`](super::ct_eq)).
+    ///
+    /// # Panics
+    /// As `expose`.
+    pub fn ct_eq<B: AsRef<[u8]> + ?Sized>(&self, other: &B) -> bool {
+        wipe::ct_eq(&self.expose(), other.as_ref())
     }
 }
 
 impl<T: Copy> Drop for SecretVec<T> {
     fn drop(&mut self) {
         self.free_buffer();
+    }
+}
+
+impl<T: Copy> Wipe for SecretVec<T> {
+    /// Wipes every element and empties the vector (`clear`); the capacity
+    /// stays, zeroed.
+    fn wipe(&mut self) {
+        self.clear();
+    }
+}
+
+impl<T: Copy> ExposeSecret for SecretVec<T> {
+    type Secret = [T];
+
+    fn try_expose_secret(&self) -> Result<Exposed<'_, [T]>, SecretError> {
+        self.try_expose()
+    }
+}
+
+impl<T: Copy> ExposeSecretMut for SecretVec<T> {
+    fn try_expose_secret_mut(&mut self) -> Result<ExposedMut<'_, [T]>, SecretError> {
+        self.try_expose_mut()
     }
 }
 
@@ -369,6 +491,20 @@ impl SecretString {
         })
     }
 
+    /// Moves `src` into the global pool, then wipes the *whole* heap buffer
+    /// of `src` (spare capacity included) and frees it; wiped on an error
+    /// too (see [`SecretVec::from_vec`]).
+    pub fn from_string(src: String) -> Result<Self, SecretError> {
+        Self::from_string_in(src, SecretPool::global())
+    }
+
+    /// As `from_string`, in `pool`.
+    pub fn from_string_in(src: String, pool: &SecretPool) -> Result<Self, SecretError> {
+        Ok(SecretString {
+            bytes: SecretVec::from_vec_in(src.into_bytes(), pool)?,
+        })
+    }
+
     /// Bytes (not characters).
     pub fn len(&self) -> usize {
         self.bytes.len()
@@ -410,6 +546,9 @@ impl SecretString {
 
     /// Removes the last character (wiping its bytes); false if empty. (A
     /// backspace for passphrase input; it does not hand the character out.)
+    ///
+    /// # Panics
+    /// As `expose` (it reads the string to find the last character).
     pub fn pop(&mut self) -> bool {
         let cut = {
             let s = self.expose();
@@ -430,22 +569,62 @@ impl SecretString {
     /// Read access to the string while the guard lives.
     ///
     /// # Panics
-    /// If a sealed secret cannot be unsealed; see `try_expose`.
+    /// If a sealed secret cannot be unsealed, or the secret was inherited
+    /// through `fork`; see `try_expose`.
     pub fn expose(&self) -> Exposed<'_, str> {
         match self.try_expose() {
             Ok(g) => g,
-            Err(e) => panic!("cannot expose a sealed secret: {e}"),
+            Err(e) => panic!("cannot expose a secret: {e}"),
         }
     }
 
-    /// Read access, or why the secret could not be unsealed.
+    /// The string as `&str` through a guard (the same as `expose`, under
+    /// the name users of `secrecy` look for): `&*s.expose_str()` is a
+    /// `&str` for as long as the guard lives, and `&Exposed<str>` coerces
+    /// to `&str` where one is expected.
+    ///
+    /// # Panics
+    /// As `expose`.
+    pub fn expose_str(&self) -> Exposed<'_, str> {
+        self.expose()
+    }
+
+    /// Compares the string's bytes with `other` in constant time (see
+    /// [`ct_eq`](super::ct_eq)).
+    ///
+    /// # Panics
+    /// As `expose`.
+    pub fn ct_eq<B: AsRef<[u8]> + ?Sized>(&self, other: &B) -> bool {
+        self.bytes.ct_eq(other)
+    }
+
+    /// Read access, or why the secret could not be exposed (see
+    /// [`SecretVec::try_expose`]).
     pub fn try_expose(&self) -> Result<Exposed<'_, str>, SecretError> {
+        if self.bytes.inherited() {
+            return Err(SecretError::Inherited);
+        }
         let bytes = self.bytes.slice_ptr();
         // SAFETY: a `[u8]` and a `str` have the same layout.
         let s = unsafe { NonNull::new_unchecked(bytes.as_ptr() as *mut str) };
         // SAFETY: the bytes are valid UTF-8 (only `&str`s are appended and
         // cuts are at character boundaries); `&self` excludes writers.
         unsafe { Exposed::new(s, self.bytes.sealed_at()) }
+    }
+}
+
+impl Wipe for SecretString {
+    /// Wipes every byte and empties the string (`clear`).
+    fn wipe(&mut self) {
+        self.clear();
+    }
+}
+
+impl ExposeSecret for SecretString {
+    type Secret = str;
+
+    fn try_expose_secret(&self) -> Result<Exposed<'_, str>, SecretError> {
+        self.try_expose()
     }
 }
 

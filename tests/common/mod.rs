@@ -7,6 +7,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 pub mod child;
+pub mod seccomp;
 pub mod smaps;
 pub mod stats;
 
