@@ -373,16 +373,17 @@ unsafe fn release(heap: *mut HardenedHeap, q: *mut u8) {
     }
 }
 
-/// Checks that a few of the blocks waiting in the quarantine are still all
-/// zero: on every refill, so a write through a dangling pointer is caught
-/// while the block still waits, in a program that goes on allocating.
+/// Checks that blocks waiting in the quarantine are still all zero, some
+/// 8 KiB of them (all of them, if they are small): on every refill, so a
+/// write through a dangling pointer is caught while the block still
+/// waits, in a program that goes on allocating.
 ///
 /// # Safety
 /// Exclusive use of `heap`.
 unsafe fn check_quarantine(heap: *mut HardenedHeap) {
     // SAFETY: the quarantine's blocks are ours, of the sizes it records.
     unsafe {
-        (*heap).quarantine.check(2, |b, size| {
+        (*heap).quarantine.check(8 << 10, |b, size| {
             if !bytes::is_zero(b as *const u8, size) {
                 die(b"write after free", b);
             }

@@ -7,9 +7,10 @@
 //! A random ring: each freed block takes a random one of `SLOTS` places and
 //! pushes out the block that was there, so when a block is reused cannot
 //! be predicted, and at most `SLOTS` blocks and `MAX_BYTES` bytes wait.
-//! What leaves is checked to be still zero only when its slot is handed
-//! out again (the write-after-free check every allocation makes), and at
-//! thread and process exit (`drain`), when everything leaves.
+//! What waits is checked to be still zero a few blocks at a time on every
+//! refill (`check`), all at once at thread and process exit (`drain`),
+//! and when its slot is handed out again (the write-after-free check every
+//! allocation makes).
 
 /// Places in the ring. The blocks wait through about this many frees.
 pub(super) const SLOTS: usize = 32;
@@ -74,14 +75,20 @@ impl Quarantine {
         }
     }
 
-    /// Calls `check` with the next `n` places' blocks and sizes (round
-    /// the ring, one after another).
-    pub(super) fn check(&mut self, n: usize, mut check: impl FnMut(usize, usize)) {
-        for _ in 0..n {
+    /// Calls `check` with the blocks and sizes of the next places round
+    /// the ring, until about `bytes` bytes are covered (at least one
+    /// block, at most the whole ring).
+    pub(super) fn check(&mut self, bytes: usize, mut check: impl FnMut(usize, usize)) {
+        let mut covered = 0;
+        for _ in 0..SLOTS {
             let i = self.cursor % SLOTS;
             self.cursor = i + 1;
             if self.blocks[i] != 0 {
                 check(self.blocks[i], self.sizes[i] as usize);
+                covered += self.sizes[i] as usize;
+                if covered >= bytes {
+                    return;
+                }
             }
         }
     }
