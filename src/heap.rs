@@ -15,7 +15,6 @@ use crate::size_class::{CLASSES, class_size, class_span};
 use crate::slabs::{self, Collect, SlabOwner, Slabs, Want};
 use crate::sync::Ordering;
 use crate::thread::{self, Own, Shared, ThreadHeap, Threads};
-use core::cell::Cell;
 use core::ptr;
 
 #[repr(C)]
@@ -34,8 +33,9 @@ static EMPTY_PAGE: Shared<Page> = Shared::new(Page::EMPTY);
 
 static THREADS: Threads<Heap> = Threads::new();
 
-thread_local! {
-    static HEAP: Cell<*mut Heap> = const { Cell::new(THREADS.uninit()) };
+crate::tls::tls_word! {
+    /// The thread's default heap (see `thread`).
+    fn heap_word = "mapalloc_tls_default_heap"
 }
 
 // SAFETY: the statics are this kind's own; `exit` gives every segment up.
@@ -50,8 +50,8 @@ unsafe impl ThreadHeap for Heap {
         &THREADS
     }
 
-    fn tls() -> &'static std::thread::LocalKey<Cell<*mut Heap>> {
-        &HEAP
+    fn tls() -> *mut usize {
+        heap_word()
     }
 
     fn pool_next(this: *mut Heap) -> *mut *mut Heap {
@@ -183,7 +183,19 @@ unsafe fn alloc_from(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
 /// used again.
 #[inline(always)]
 pub(crate) unsafe fn free(p: *mut u8) {
-    let seg = segment_of(p);
+    // SAFETY: forwarded.
+    unsafe { free_in(segment_of(p), p) }
+}
+
+/// `free` of `p`, which lies in the registered chunk `seg` (`segment_of`);
+/// a pointer in a large mapping's chunk that is not its block (another
+/// mapping may share the chunk) is left alone.
+///
+/// # Safety
+/// `seg` heads a live segment or large mapping of ours, and `p` in it is
+/// a block not used again (or, in a large mapping's chunk, not ours).
+#[inline(always)]
+pub(crate) unsafe fn free_in(seg: *mut Segment, p: *mut u8) {
     let heap = current_heap();
     // SAFETY: `p` came from us, so `seg` is a live segment or large mapping
     // header; if its owner is our heap, the page is ours to touch.
@@ -238,7 +250,9 @@ unsafe fn free_generic(seg: *mut Segment, p: *mut u8) {
     // SAFETY: `seg` is the live header of the block `p` (caller's contract).
     unsafe {
         if (*seg).header.kind == Kind::Large {
-            crate::large::free(seg.cast());
+            if crate::large::is_block(seg.cast(), p) {
+                crate::large::free(seg.cast());
+            }
             return;
         }
         let owner = (*seg).header.owner.load(Ordering::Relaxed);

@@ -43,6 +43,7 @@ allocator! {
     mod slabs;
     mod stats;
     mod thread;
+    mod tls;
 
     pub use global::MapAlloc;
     pub use stats::{Stats, stats};

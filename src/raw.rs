@@ -13,13 +13,25 @@ use crate::segment::{Kind, segment_of};
 /// `size` bytes aligned to `align` (a power of two), or null.
 #[inline]
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
-    global::alloc(size, align, Zero::No, Mode::AsConfigured)
+    alloc_in_mode(size, align, Zero::No)
 }
 
 /// As `alloc`, reading as zero.
 #[inline]
 pub fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
-    global::alloc(size, align, Zero::Yes, Mode::AsConfigured)
+    alloc_in_mode(size, align, Zero::Yes)
+}
+
+/// The process's mode tested first: a hardened process then goes straight
+/// to hardened mode instead of through the default path's miss. (Until
+/// the first allocation fixes the mode, the default path routes.)
+#[inline(always)]
+fn alloc_in_mode(size: usize, align: usize, zero: Zero) -> *mut u8 {
+    if mode::hardened() {
+        global::alloc(size, align, zero, Mode::Hardened)
+    } else {
+        global::alloc(size, align, zero, Mode::AsConfigured)
+    }
 }
 
 /// True if `p` lies in a segment of ours, or is the block of a large
@@ -50,14 +62,44 @@ pub fn validates_pointers() -> bool {
     mode::settle()
 }
 
-/// Frees a block.
+/// C's `free(p)`: null does nothing; a live block of ours is freed; a
+/// pointer mapalloc did not hand out is left alone in the default mode
+/// and reported in hardened mode (`mapalloc: invalid free of 0x…`).
 ///
 /// # Safety
-/// `p` is a live block of ours (`owns(p)` and not yet freed).
+/// `p` is null, a live block of ours, or not ours at all.
 #[inline]
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: forwarded.
-    unsafe { global::free(p, Claim::NONE, Mode::AsConfigured) }
+    unsafe { free_claimed(p, Claim::NONE) }
+}
+
+/// `free`, with what the caller claims about the block (hardened mode
+/// checks it). One registry lookup tells a block of ours from a foreign
+/// pointer before any header is read.
+///
+/// # Safety
+/// As `free`.
+#[inline(always)]
+unsafe fn free_claimed(p: *mut u8, claim: Claim) {
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: hardened mode validates `p`; a registered chunk heads a live
+    // segment or large mapping of ours.
+    unsafe {
+        if mode::hardened() {
+            return crate::hardened::free_outlined(p, claim);
+        }
+        let seg = segment_of(p);
+        if crate::registry::contains(seg as usize) {
+            return crate::heap::free_in(seg, p);
+        }
+        if validates_pointers() {
+            // A hardened process whose first call is this free.
+            crate::hardened::free_outlined(p, claim)
+        }
+    }
 }
 
 /// Frees a block whose caller says it was asked for exactly `size` bytes
@@ -70,7 +112,7 @@ pub unsafe fn free(p: *mut u8) {
 #[inline]
 pub unsafe fn free_sized(p: *mut u8, size: Option<usize>, align: usize) {
     // SAFETY: forwarded.
-    unsafe { global::free(p, Claim::sized(size, align), Mode::AsConfigured) }
+    unsafe { free_claimed(p, Claim::sized(size, align)) }
 }
 
 /// As `free_sized`, for C++'s sized and aligned `operator delete`: the
@@ -83,7 +125,7 @@ pub unsafe fn free_sized(p: *mut u8, size: Option<usize>, align: usize) {
 #[inline]
 pub unsafe fn free_cxx(p: *mut u8, size: Option<usize>, align: usize) {
     // SAFETY: forwarded.
-    unsafe { global::free(p, Claim::cxx(size, align), Mode::AsConfigured) }
+    unsafe { free_claimed(p, Claim::cxx(size, align)) }
 }
 
 /// Resizes a block keeping `align`; null (block untouched) on failure.

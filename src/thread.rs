@@ -1,11 +1,12 @@
 //! A thread's heap and its life cycle, for either kind of heap (the
 //! default `heap::Heap`, the hardened `hardened::heap::HardenedHeap`).
 //!
-//! Each kind keeps its own thread-local pointer: a `const`-initialised
-//! `Cell` with no destructor, so reading it never allocates or registers
-//! anything. It starts at the kind's `uninit` sentinel, a static heap with
-//! nothing in it, so the first allocation falls into the slow path, which
-//! sets up a real heap from our own memory. Thread exit is caught by a
+//! Each kind keeps its own thread-local pointer: a word of initial-exec
+//! TLS (`tls`), zero in a new thread and without a destructor, so reading
+//! it never allocates or registers anything. It holds the heap XORed with
+//! the kind's `uninit` sentinel, a static heap with nothing in it, so a
+//! new thread's pointer is that sentinel and its first allocation falls
+//! into the slow path, which sets up a real heap from our own memory. Thread exit is caught by a
 //! `pthread_key_create` destructor (allocation-free for the first 32
 //! keys), which gives the heap up and points the thread at the `dead`
 //! sentinel; allocations after that (other destructors) are served from a
@@ -14,7 +15,7 @@
 use crate::os;
 use crate::stats::{Counter, STATS};
 use crate::sync::{Once, SpinLock};
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ptr;
 
 /// A `Sync` wrapper for the few static pages and heaps.
@@ -44,7 +45,8 @@ pub(crate) unsafe trait ThreadHeap: Sized + 'static {
     /// An empty heap.
     const INIT: Self;
     fn threads() -> &'static Threads<Self>;
-    fn tls() -> &'static std::thread::LocalKey<Cell<*mut Self>>;
+    /// The thread's word (`tls::tls_word`) that holds its heap.
+    fn tls() -> *mut usize;
     /// The heap's link in the pool of unused heaps.
     fn pool_next(this: *mut Self) -> *mut *mut Self;
     /// Sets up a heap for the thread (or fallback) that will use it.
@@ -90,11 +92,6 @@ impl<H: ThreadHeap> Threads<H> {
         }
     }
 
-    /// The sentinel a thread's pointer starts at.
-    pub(crate) const fn uninit(&'static self) -> *mut H {
-        self.uninit.get()
-    }
-
     pub(crate) fn is_sentinel(&'static self, heap: *mut H) -> bool {
         heap == self.uninit.get() || heap == self.dead.get()
     }
@@ -103,7 +100,15 @@ impl<H: ThreadHeap> Threads<H> {
 /// The calling thread's heap of kind `H` (a sentinel if it has none).
 #[inline(always)]
 pub(crate) fn current<H: ThreadHeap>() -> *mut H {
-    H::tls().with(Cell::get)
+    // SAFETY: the thread's own word, which only it reads and writes.
+    let word = unsafe { *H::tls() };
+    (word ^ H::threads().uninit.get() as usize) as *mut H
+}
+
+/// Points the calling thread at `heap`.
+fn set_current<H: ThreadHeap>(heap: *mut H) {
+    // SAFETY: the thread's own word.
+    unsafe { *H::tls() = heap as usize ^ H::threads().uninit.get() as usize };
 }
 
 /// The slow path of a thread whose heap is a sentinel: sets one up (or,
@@ -190,7 +195,7 @@ fn init_thread<H: ThreadHeap>() -> *mut H {
     }
     // SAFETY: a fresh `INIT` heap, this thread's alone.
     unsafe { H::start(heap) };
-    H::tls().with(|h| h.set(heap));
+    set_current(heap);
     // After the heap is in place: `pthread_atfork` may allocate, and under
     // LD_PRELOAD that allocation comes back here and must find a heap.
     register_fork_handlers::<H>();
@@ -206,7 +211,7 @@ fn init_thread<H: ThreadHeap>() -> *mut H {
 /// The pthread key destructor: runs once per thread that set up a heap.
 extern "C" fn thread_exit<H: ThreadHeap>(arg: *mut libc::c_void) {
     let heap = arg.cast::<H>();
-    H::tls().with(|h| h.set(H::threads().dead.get()));
+    set_current(H::threads().dead.get());
     // SAFETY: `heap` was this thread's heap; no one else uses it, and the
     // thread-local now points elsewhere, so nothing reaches it again.
     unsafe { H::exit(heap) };

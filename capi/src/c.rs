@@ -54,16 +54,13 @@ pub fn calloc(n: usize, size: usize) -> Alloc {
 /// origin (which is ignored, or reported).
 #[inline(always)]
 pub unsafe fn free(p: *mut u8) {
-    if takes(p) {
-        // SAFETY: `owns` says `p` lies in one of our mappings and the
-        // caller says it is a live block (not freed yet); or hardened mode
-        // validates it before anything is read through it.
-        unsafe { raw::free(p) }
-    }
+    // SAFETY: `raw::free` takes any pointer (see there).
+    unsafe { raw::free(p) }
 }
 
-/// True if the free family hands `p` to mapalloc: it is ours, or hardened
-/// mode checks every pointer (and reports the foreign ones).
+/// True if `realloc` and `malloc_usable_size` hand `p` to mapalloc: it is
+/// ours, or hardened mode checks every pointer (and reports the foreign
+/// ones).
 #[inline(always)]
 fn takes(p: *mut u8) -> bool {
     raw::owns(p) || (!p.is_null() && raw::validates_pointers())
@@ -78,10 +75,8 @@ fn takes(p: *mut u8) -> bool {
 /// As `free`.
 #[inline(always)]
 pub unsafe fn free_sized(p: *mut u8, size: Option<usize>, align: usize) {
-    if takes(p) {
-        // SAFETY: as in `free`.
-        unsafe { raw::free_sized(p, size, align) }
-    }
+    // SAFETY: as in `free`.
+    unsafe { raw::free_sized(p, size, align) }
 }
 
 /// C++'s `operator delete` in all its forms: as `free_sized`, with the
@@ -91,10 +86,8 @@ pub unsafe fn free_sized(p: *mut u8, size: Option<usize>, align: usize) {
 /// As `free`.
 #[inline(always)]
 pub unsafe fn delete(p: *mut u8, size: Option<usize>, align: usize) {
-    if takes(p) {
-        // SAFETY: as in `free`.
-        unsafe { raw::free_cxx(p, size, align) }
-    }
+    // SAFETY: as in `free`.
+    unsafe { raw::free_cxx(p, size, align) }
 }
 
 /// `realloc(p, size)`. `Ok(null)` only for `realloc(p, 0)` with `p`

@@ -30,7 +30,13 @@ pub(super) fn init_canary() {
 /// The canary's 8 bytes as they lie from address `at` on.
 #[inline(always)]
 fn pattern(at: usize) -> u64 {
-    CANARY.load(Ordering::Relaxed).rotate_right((at as u32 & 7) * 8)
+    pattern_of(CANARY.load(Ordering::Relaxed), at)
+}
+
+/// As `pattern`, for canary word `c` (loaded once by the caller).
+#[inline(always)]
+fn pattern_of(c: u64, at: usize) -> u64 {
+    c.rotate_right((at as u32 & 7) * 8)
 }
 
 /// The canary's byte at address `at`.
@@ -39,46 +45,55 @@ pub(super) fn pattern_byte(at: usize) -> u8 {
     pattern(at) as u8
 }
 
-/// Writes the canary over `[p + from, p + to)`, at least 8 bytes.
+/// Writes the canary over `[p + from, p + to)`, at least 8 bytes, where
+/// `p + to` is 8-aligned (the end of a slot): with two overlapping words up
+/// to 16 bytes (most slots), else word by word.
 ///
 /// # Safety
 /// The range lies in a block of ours.
 #[inline(always)]
 pub(super) unsafe fn fill_canary(p: *mut u8, from: usize, to: usize) {
-    debug_assert!(to - from >= 8);
+    debug_assert!(to - from >= 8 && (p as usize + to).is_multiple_of(8));
     let base = p as usize;
-    let mut at = from;
-    // SAFETY: every store lies inside `[p + from, p + to)`; the last one
-    // overlaps the one before where the length is not a multiple of 8,
-    // and writes the same bytes there.
+    let c = CANARY.load(Ordering::Relaxed);
+    // SAFETY: every store lies inside `[p + from, p + to)`; where two
+    // overlap they write the same bytes (the pattern goes by address).
     unsafe {
-        while at + 8 < to {
-            p.add(at).cast::<u64>().write_unaligned(pattern(base + at));
-            at += 8;
+        p.add(from).cast::<u64>().write_unaligned(pattern_of(c, base + from));
+        p.add(to - 8).cast::<u64>().write_unaligned(c);
+        if to - from > 16 {
+            let mut at = from + 8;
+            while at + 8 < to {
+                p.add(at).cast::<u64>().write_unaligned(pattern_of(c, base + at));
+                at += 8;
+            }
         }
-        p.add(to - 8).cast::<u64>().write_unaligned(pattern(base + to - 8));
     }
 }
 
-/// True if `[p + from, p + to)`, at least 8 bytes, still holds the canary.
+/// True if `[p + from, p + to)`, at least 8 bytes ending 8-aligned, still
+/// holds the canary.
 ///
 /// # Safety
 /// The range lies in a block of ours.
 #[inline(always)]
 pub(super) unsafe fn canary_intact(p: *const u8, from: usize, to: usize) -> bool {
-    debug_assert!(to - from >= 8);
+    debug_assert!(to - from >= 8 && (p as usize + to).is_multiple_of(8));
     let base = p as usize;
-    let mut at = from;
-    let mut diff = 0;
+    let c = CANARY.load(Ordering::Relaxed);
     // SAFETY: every load lies inside `[p + from, p + to)`.
     unsafe {
-        while at + 8 < to {
-            diff |= p.add(at).cast::<u64>().read_unaligned() ^ pattern(base + at);
-            at += 8;
+        let mut diff = (p.add(from).cast::<u64>().read_unaligned() ^ pattern_of(c, base + from))
+            | (p.add(to - 8).cast::<u64>().read() ^ c);
+        if to - from > 16 {
+            let mut at = from + 8;
+            while at + 8 < to {
+                diff |= p.add(at).cast::<u64>().read_unaligned() ^ pattern_of(c, base + at);
+                at += 8;
+            }
         }
-        diff |= p.add(to - 8).cast::<u64>().read_unaligned() ^ pattern(base + to - 8);
+        diff == 0
     }
-    diff == 0
 }
 
 /// True if `[p + from, p + to)` is all zero.
@@ -181,7 +196,7 @@ mod tests {
         let mut block = [0u128; 8];
         let p = block.as_mut_ptr().cast::<u8>();
         for from in 0..40 {
-            for to in (from + 8)..=128 {
+            for to in ((from + 8_usize).next_multiple_of(8)..=128).step_by(8) {
                 // SAFETY: inside the 128-byte block.
                 unsafe {
                     p.write_bytes(0, 128);

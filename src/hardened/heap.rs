@@ -7,7 +7,7 @@
 use super::bytes::{self, canary_intact, fill_canary};
 use super::known::KnownPages;
 use super::links::{Sealed, follow, link_of};
-use super::quarantine::Quarantine;
+use super::quarantine::{Quarantine, Waiting};
 use super::slots::{self, From, LIVE_BIT, MAX_SLACK, QUARANTINED, Slot, TABLE_PAGES, table};
 use super::{Claim, die};
 use crate::mode::Mode;
@@ -18,7 +18,6 @@ use crate::size_class::{class_size, class_span};
 use crate::slabs::{self, SlabOwner, Slabs, Want, queue, segment_of_page};
 use crate::sync::Ordering;
 use crate::thread::{self, ThreadHeap, Threads};
-use core::cell::Cell;
 use core::ptr;
 
 #[repr(C)]
@@ -37,8 +36,9 @@ pub(crate) struct HardenedHeap {
 
 static THREADS: Threads<HardenedHeap> = Threads::new();
 
-thread_local! {
-    static HEAP: Cell<*mut HardenedHeap> = const { Cell::new(THREADS.uninit()) };
+crate::tls::tls_word! {
+    /// The thread's hardened heap (see `thread`).
+    fn heap_word = "mapalloc_tls_hardened_heap"
 }
 
 // SAFETY: the statics are this kind's own; `exit` empties the quarantine
@@ -57,8 +57,8 @@ unsafe impl ThreadHeap for HardenedHeap {
         &THREADS
     }
 
-    fn tls() -> &'static std::thread::LocalKey<Cell<*mut HardenedHeap>> {
-        &HEAP
+    fn tls() -> *mut usize {
+        heap_word()
     }
 
     fn pool_next(this: *mut HardenedHeap) -> *mut *mut HardenedHeap {
@@ -116,6 +116,23 @@ pub(super) fn slab_span(class: usize) -> usize {
 
 fn guard_of(seg: *mut Segment, idx: usize, span: usize) -> *mut u8 {
     (seg as usize + (idx + span) * PAGE_SIZE - OS_PAGE) as *mut u8
+}
+
+/// A random place in the quarantine: the top bits of a linear
+/// congruential step of the heap's generator, three instructions where
+/// the slab shuffle's xorshift takes eight (its low bits are weak, the
+/// top ones are what the ring uses).
+#[inline(always)]
+unsafe fn next_place(heap: *mut HardenedHeap) -> u64 {
+    // SAFETY: our own heap.
+    unsafe {
+        let x = (*heap)
+            .rng
+            .wrapping_mul(0x5851_f42d_4c95_7f2d)
+            .wrapping_add(0x1405_7b7e_f767_814f);
+        (*heap).rng = x;
+        x >> 58
+    }
 }
 
 #[inline(always)]
@@ -298,8 +315,14 @@ unsafe fn free_local(heap: *mut HardenedHeap, slot: &Slot, p: *mut u8, claim: Cl
         slot.entry().store(QUARANTINED, Ordering::Relaxed);
         let size = slot.size();
         bytes::zero(p, size);
-        let at = next_random(heap);
-        (*heap).quarantine.push(p as usize, size, at, |q| release(heap, q as *mut u8));
+        let waiting = Waiting {
+            block: p as usize,
+            page: slot.page,
+            slot: slot.index() as u16,
+            size: size as u32,
+        };
+        let at = next_place(heap);
+        (*heap).quarantine.push(waiting, at, |w| release(heap, w));
     }
 }
 
@@ -337,6 +360,7 @@ unsafe fn check_before(slot: &Slot, p: *mut u8) {
 /// `check_before` for a slab's first slot: if the page before is free
 /// (not a slab, nor the tables), its last word must still be zero.
 #[cold]
+#[inline(never)]
 unsafe fn check_before_slab(slot: &Slot) {
     let seg = segment_of_page(slot.page);
     let idx = Segment::page_index(seg, slot.page);
@@ -357,19 +381,18 @@ unsafe fn check_before_slab(slot: &Slot) {
     }
 }
 
-/// Puts quarantined block `q` of the heap back on its slab's free list.
+/// Puts quarantined block `w` of the heap back on its slab's free list.
 ///
 /// # Safety
-/// `q` is a block of a slab of `heap` in the quarantine state.
-unsafe fn release(heap: *mut HardenedHeap, q: *mut u8) {
-    // SAFETY: a quarantined block is a validated slot of ours.
+/// `w` left `heap`'s quarantine.
+#[inline(always)]
+unsafe fn release(heap: *mut HardenedHeap, w: Waiting) {
+    // SAFETY: a quarantined block is a validated slot of a live slab of
+    // ours (its `used` count keeps the slab).
     unsafe {
-        let seg = crate::segment::segment_of(q);
-        let Some(slot) = Slot::find(seg, q) else {
-            die(b"corrupted quarantine", q as usize);
-        };
-        slot.release(q, From::Quarantine);
-        after_release(heap, slot.page);
+        let slot = Slot::at(w.page, w.slot);
+        slot.release(w.block as *mut u8, From::Quarantine);
+        after_release(heap, w.page);
     }
 }
 
@@ -383,9 +406,9 @@ unsafe fn release(heap: *mut HardenedHeap, q: *mut u8) {
 unsafe fn check_quarantine(heap: *mut HardenedHeap) {
     // SAFETY: the quarantine's blocks are ours, of the sizes it records.
     unsafe {
-        (*heap).quarantine.check(8 << 10, |b, size| {
-            if !bytes::is_zero(b as *const u8, size) {
-                die(b"write after free", b);
+        (*heap).quarantine.check(8 << 10, |w| {
+            if !bytes::is_zero(w.block as *const u8, w.size as usize) {
+                die(b"write after free", w.block);
             }
         })
     }
@@ -401,14 +424,11 @@ pub(super) unsafe fn drain_quarantine(heap: *mut HardenedHeap) {
     // SAFETY: exclusive use of `heap`; the blocks are its quarantined ones.
     unsafe {
         let mut q = core::mem::replace(&mut (*heap).quarantine, Quarantine::EMPTY);
-        q.drain(|b| {
-            let b = b as *mut u8;
-            if let Some(slot) = Slot::find(crate::segment::segment_of(b), b)
-                && !bytes::is_zero(b, slot.size())
-            {
-                die(b"write after free", b as usize);
+        q.drain(|w| {
+            if !bytes::is_zero(w.block as *const u8, w.size as usize) {
+                die(b"write after free", w.block);
             }
-            release(heap, b);
+            release(heap, w);
         });
     }
 }

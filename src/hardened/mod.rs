@@ -62,55 +62,72 @@ use slots::Slot;
 /// What the caller of a free or `realloc` says about the block: the size
 /// it was asked for and an alignment it has, where the interface carries
 /// them (C++ sized and aligned `delete`, C23 `free_sized`, Rust's
-/// `Layout`).
+/// `Layout`). Two words, so that it travels in registers: the default
+/// mode's free receives one too, and must not pay to build it.
 #[derive(Clone, Copy)]
 pub(crate) struct Claim {
-    size: Option<usize>,
-    align: usize,
-    /// The size is what C++'s `operator new` was asked for, which is not
-    /// always what it asked `malloc` for (see `check`).
-    cxx: bool,
-    at: &'static [u8],
+    /// The size claimed, or `NO_SIZE`.
+    size: usize,
+    /// The alignment claimed (a power of two below `REALLOC`), and the
+    /// `CXX` and `REALLOC` flags: what the caller passes, stored as it is.
+    bits: usize,
 }
+
+const NO_SIZE: usize = usize::MAX;
+/// The size is what C++'s `operator new` was asked for, which is not
+/// always what it asked `malloc` for (see `check`).
+const CXX: usize = 1 << 63;
+/// The claim comes with a `realloc` (for the report).
+const REALLOC: usize = 1 << 62;
+const ALIGN_BITS: usize = REALLOC - 1;
 
 impl Claim {
     /// A plain `free(p)`: nothing claimed.
     pub(crate) const NONE: Claim = Claim {
-        size: None,
-        align: 1,
-        cxx: false,
-        at: b"free",
+        size: NO_SIZE,
+        bits: 1,
     };
 
     /// A free that names the block's size (if any: exactly the size it
-    /// was asked for) and an alignment it has.
+    /// was asked for) and an alignment it has (a power of two).
+    #[inline(always)]
     pub(crate) fn sized(size: Option<usize>, align: usize) -> Claim {
         Claim {
-            size,
-            align,
-            cxx: false,
-            at: b"free",
+            size: size.unwrap_or(NO_SIZE),
+            bits: align & ALIGN_BITS,
         }
     }
 
     /// A C++ sized or aligned `operator delete`.
+    #[inline(always)]
     pub(crate) fn cxx(size: Option<usize>, align: usize) -> Claim {
+        let c = Claim::sized(size, align);
         Claim {
-            cxx: true,
-            ..Claim::sized(size, align)
+            bits: c.bits | CXX,
+            ..c
         }
     }
 
     fn realloc(size: Option<usize>, align: usize) -> Claim {
+        let c = Claim::sized(size, align);
         Claim {
-            at: b"realloc",
-            ..Claim::sized(size, align)
+            bits: c.bits | REALLOC,
+            ..c
         }
+    }
+
+    #[inline(always)]
+    fn align(&self) -> usize {
+        (self.bits & ALIGN_BITS).max(1)
     }
 
     /// Where a check of this claim runs, for the report.
     fn at(&self) -> &'static [u8] {
-        self.at
+        if self.bits & REALLOC != 0 {
+            b"realloc"
+        } else {
+            b"free"
+        }
     }
 
     /// Aborts unless the claim fits block `p`, asked for `requested` bytes.
@@ -119,34 +136,48 @@ impl Claim {
     /// rounded up to a multiple of it (libstdc++ does both).
     #[inline(always)]
     fn check(&self, p: *mut u8, requested: usize) {
-        if let Some(size) = self.size
-            && size != requested
-        {
-            let asked = size.max(1);
-            let rounded = asked.checked_next_multiple_of(self.align.max(1));
-            if !self.cxx || (asked != requested && rounded != Some(requested)) {
-                os::Line::new()
-                    .text(self.at)
-                    .text(b" of ")
-                    .hex(p as usize)
-                    .text(b" with size ")
-                    .dec(size)
-                    .text(b", block holds ")
-                    .dec(requested)
-                    .abort();
-            }
+        let size = self.size;
+        if size != NO_SIZE && size != requested && !self.cxx_matches(requested) {
+            self.wrong_size(p, requested);
         }
-        if !(p as usize).is_multiple_of(self.align.max(1)) {
-            os::Line::new()
-                .text(self.at)
-                .text(b" of ")
-                .hex(p as usize)
-                .text(b" with alignment ")
-                .dec(self.align)
-                .text(b", block is aligned to ")
-                .dec(1 << (p as usize).trailing_zeros().min(63))
-                .abort();
+        // A power of two: a mask, not a division.
+        if p as usize & (self.align() - 1) != 0 {
+            self.wrong_alignment(p);
         }
+    }
+
+    fn cxx_matches(&self, requested: usize) -> bool {
+        let asked = self.size.max(1);
+        self.bits & CXX != 0
+            && (asked == requested || asked.checked_next_multiple_of(self.align()) == Some(requested))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_size(&self, p: *mut u8, requested: usize) -> ! {
+        os::Line::new()
+            .text(self.at())
+            .text(b" of ")
+            .hex(p as usize)
+            .text(b" with size ")
+            .dec(self.size)
+            .text(b", block holds ")
+            .dec(requested)
+            .abort()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wrong_alignment(&self, p: *mut u8) -> ! {
+        os::Line::new()
+            .text(self.at())
+            .text(b" of ")
+            .hex(p as usize)
+            .text(b" with alignment ")
+            .dec(self.align())
+            .text(b", block is aligned to ")
+            .dec(1 << (p as usize).trailing_zeros().min(63))
+            .abort()
     }
 }
 
@@ -381,12 +412,14 @@ pub(crate) fn at_exit() {
 
 /// Aborts with `mapalloc: <what> of 0x<addr>`.
 #[cold]
+#[inline(never)]
 pub(crate) fn die(what: &[u8], addr: usize) -> ! {
     os::fatal(&[what, b" of"], Some(addr))
 }
 
 /// Aborts with `mapalloc: <what> of 0x<addr> detected at <at>`.
 #[cold]
+#[inline(never)]
 fn detected(what: &[u8], p: *mut u8, at: &[u8]) -> ! {
     os::Line::new()
         .text(what)

@@ -12,19 +12,39 @@
 //! and when its slot is handed out again (the write-after-free check every
 //! allocation makes).
 
+use crate::page::Page;
+
 /// Places in the ring. The blocks wait through about this many frees.
 pub(super) const SLOTS: usize = 32;
 /// The most bytes of blocks that wait at once: big blocks pass through
 /// sooner, so a heap of big blocks does not keep megabytes of zeros.
 const MAX_BYTES: usize = 512 << 10;
 
+/// A block waiting in the quarantine, with where its slot is (so that
+/// releasing it reads nothing but its descriptor and table).
+#[derive(Clone, Copy)]
+pub(super) struct Waiting {
+    /// The block's address (0: an empty place).
+    pub(super) block: usize,
+    /// Its slab's head descriptor.
+    pub(super) page: *mut Page,
+    /// Its slot number in the slab.
+    pub(super) slot: u16,
+    /// Its size in bytes.
+    pub(super) size: u32,
+}
+
+const EMPTY: Waiting = Waiting {
+    block: 0,
+    page: core::ptr::null_mut(),
+    slot: 0,
+    size: 0,
+};
+
 #[repr(C)]
 pub(crate) struct Quarantine {
-    /// Block addresses, 0 for an empty place.
-    blocks: [usize; SLOTS],
-    /// Their sizes.
-    sizes: [u32; SLOTS],
-    /// The sum of `sizes`.
+    places: [Waiting; SLOTS],
+    /// The sum of the waiting blocks' sizes.
     bytes: usize,
     /// The place `check` looks at next.
     cursor: usize,
@@ -32,23 +52,21 @@ pub(crate) struct Quarantine {
 
 impl Quarantine {
     pub(crate) const EMPTY: Quarantine = Quarantine {
-        blocks: [0; SLOTS],
-        sizes: [0; SLOTS],
+        places: [EMPTY; SLOTS],
         bytes: 0,
         cursor: 0,
     };
 
-    /// Puts block `p` of `size` bytes in place `at` (any number: it is
-    /// taken modulo `SLOTS`), and calls `release` for the block it pushes
-    /// out, and for more if the waiting bytes exceed the bound.
+    /// Puts `w` in place `at` (any number: it is taken modulo `SLOTS`), and
+    /// calls `release` for the block it pushes out, and for more if the
+    /// waiting bytes exceed the bound.
     #[inline(always)]
-    pub(super) fn push(&mut self, p: usize, size: usize, at: u64, mut release: impl FnMut(usize)) {
+    pub(super) fn push(&mut self, w: Waiting, at: u64, mut release: impl FnMut(Waiting)) {
         let i = (at as usize) % SLOTS;
-        let (old, old_size) = (self.blocks[i], self.sizes[i]);
-        self.blocks[i] = p;
-        self.sizes[i] = size as u32;
-        self.bytes = self.bytes + size - old_size as usize;
-        if old != 0 {
+        let old = self.places[i];
+        self.places[i] = w;
+        self.bytes = self.bytes + w.size as usize - old.size as usize;
+        if old.block != 0 {
             release(old);
         }
         if self.bytes > MAX_BYTES {
@@ -59,33 +77,34 @@ impl Quarantine {
     /// Pushes out blocks after place `keep` (not it) until the bytes are
     /// within the bound.
     #[cold]
-    fn shed(&mut self, keep: usize, mut release: impl FnMut(usize)) {
+    #[inline(never)]
+    fn shed(&mut self, keep: usize, mut release: impl FnMut(Waiting)) {
         for k in 1..SLOTS {
             if self.bytes <= MAX_BYTES {
                 return;
             }
             let j = (keep + k) % SLOTS;
-            if self.blocks[j] != 0 {
-                let old = self.blocks[j];
-                self.bytes -= self.sizes[j] as usize;
-                self.blocks[j] = 0;
-                self.sizes[j] = 0;
+            let old = self.places[j];
+            if old.block != 0 {
+                self.bytes -= old.size as usize;
+                self.places[j] = EMPTY;
                 release(old);
             }
         }
     }
 
-    /// Calls `check` with the blocks and sizes of the next places round
-    /// the ring, until about `bytes` bytes are covered (at least one
-    /// block, at most the whole ring).
-    pub(super) fn check(&mut self, bytes: usize, mut check: impl FnMut(usize, usize)) {
+    /// Calls `check` with the blocks of the next places round the ring,
+    /// until about `bytes` bytes are covered (at least one block, at most
+    /// the whole ring).
+    pub(super) fn check(&mut self, bytes: usize, mut check: impl FnMut(Waiting)) {
         let mut covered = 0;
         for _ in 0..SLOTS {
             let i = self.cursor % SLOTS;
             self.cursor = i + 1;
-            if self.blocks[i] != 0 {
-                check(self.blocks[i], self.sizes[i] as usize);
-                covered += self.sizes[i] as usize;
+            let w = self.places[i];
+            if w.block != 0 {
+                check(w);
+                covered += w.size as usize;
                 if covered >= bytes {
                     return;
                 }
@@ -94,12 +113,11 @@ impl Quarantine {
     }
 
     /// Empties the ring, calling `release` for every block in it.
-    pub(super) fn drain(&mut self, mut release: impl FnMut(usize)) {
+    pub(super) fn drain(&mut self, mut release: impl FnMut(Waiting)) {
         for i in 0..SLOTS {
-            let old = self.blocks[i];
-            if old != 0 {
-                self.blocks[i] = 0;
-                self.sizes[i] = 0;
+            let old = self.places[i];
+            if old.block != 0 {
+                self.places[i] = EMPTY;
                 release(old);
             }
         }
@@ -111,6 +129,10 @@ impl Quarantine {
 mod tests {
     use super::*;
 
+    fn waiting(block: usize, size: u32) -> Waiting {
+        Waiting { block, size, ..EMPTY }
+    }
+
     #[test]
     fn blocks_wait_and_bytes_stay_bounded() {
         let mut q = Quarantine::EMPTY;
@@ -118,19 +140,19 @@ mod tests {
         let mut x = 1u64;
         for p in 1..=1000usize {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            q.push(p * 16, 16, x >> 33, |b| out.push(b));
+            q.push(waiting(p * 16, 16), x >> 33, |w| out.push(w.block));
             assert!(!out.contains(&(p * 16)), "a block is not released as it goes in");
         }
         assert!(out.len() >= 1000 - SLOTS);
         let mut rest = Vec::new();
-        q.drain(|b| rest.push(b));
+        q.drain(|w| rest.push(w.block));
         out.extend(rest);
         out.sort();
         assert_eq!(out, (1..=1000).map(|p| p * 16).collect::<Vec<_>>(), "each block leaves once");
 
         let mut big = Vec::new();
         for p in 1..=20usize {
-            q.push(p << 20, 100 << 10, p as u64, |b| big.push(b));
+            q.push(waiting(p << 20, 100 << 10), p as u64, |w| big.push(w.block));
             assert!(q.bytes <= MAX_BYTES);
         }
     }

@@ -231,6 +231,20 @@ impl Slot {
         })
     }
 
+    /// Slot `slot` of the slab headed by `page` (a slot the caller knows
+    /// to be in it: the quarantine's).
+    #[inline(always)]
+    pub(super) fn at(page: *mut Page, slot: u16) -> Slot {
+        let (_, table) = slab_and_table(page);
+        Slot {
+            page,
+            // SAFETY: the caller's slot is below the slab's capacity, so
+            // inside its table.
+            entry: unsafe { table.add(slot as usize) },
+            slot,
+        }
+    }
+
     /// A slot from its parts (see `known`).
     pub(super) fn from_parts(page: *mut Page, entry: *const AtomicU16, slot: usize) -> Slot {
         Slot {
