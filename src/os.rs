@@ -231,9 +231,17 @@ pub(crate) fn prefault(p: *mut u8, len: usize) {
         unsafe { *libc::__errno_location() }
     });
     STATS.add(Counter::MadviseCalls, 1);
-    if err != libc::EINVAL {
-        return;
+    if err == libc::EINVAL {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { touch_pages(p, len) };
     }
+}
+
+/// `prefault` without `MADV_POPULATE_WRITE`: a zero written to each page.
+///
+/// # Safety
+/// `[p, p+len)` is a fresh read-write mapping of ours that holds no data.
+unsafe fn touch_pages(p: *mut u8, len: usize) {
     let mut off = 0;
     while off < len {
         // SAFETY: `p + off` lies in the caller's fresh read-write range,
@@ -378,6 +386,36 @@ mod tests {
         assert_eq!(parse_usize(b""), None);
         assert_eq!(parse_usize(b"12x"), None);
         assert_eq!(parse_usize(b"99999999999999999999999"), None);
+    }
+
+    /// How many of the pages of `[p, p+len)` are resident.
+    fn resident_pages(p: *mut u8, len: usize) -> usize {
+        let mut vec = [0u8; 64];
+        assert!(len / OS_PAGE <= vec.len());
+        // SAFETY: `p` is page-aligned and mapped for `len` bytes; `vec`
+        // has a byte for each page.
+        assert_eq!(unsafe { libc::mincore(p.cast(), len, vec.as_mut_ptr()) }, 0);
+        vec[..len / OS_PAGE].iter().filter(|&&b| b & 1 != 0).count()
+    }
+
+    #[test]
+    fn prefault_makes_a_fresh_mapping_resident_and_zero() {
+        let len = 32 * OS_PAGE;
+        for touch in [false, true] {
+            let p = map(len).expect("map").as_ptr();
+            assert_eq!(resident_pages(p, len), 0, "fresh pages are not resident");
+            if touch {
+                // SAFETY: a fresh mapping of `len` bytes.
+                unsafe { touch_pages(p, len) }; // the old-kernel fallback
+            } else {
+                prefault(p, len);
+            }
+            assert_eq!(resident_pages(p, len), 32, "fallback: {touch}");
+            // SAFETY: mapped, read-write, `len` bytes.
+            let bytes = unsafe { core::slice::from_raw_parts(p, len) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            assert!(unmap(p, len));
+        }
     }
 
     #[test]
