@@ -203,9 +203,8 @@ fn run_child(scenario: &str, prefault: bool, cache: Option<usize>, quick: bool) 
     if let Some(c) = cache {
         cmd.env("MAPALLOC_LARGE_CACHE_BYTES", c.to_string());
     }
-    if quick {
-        cmd.arg("--quick");
-    }
+    // The child reads the same flags as the parent to size its work.
+    cmd.arg(if quick { "--quick" } else { "--bench" });
     let out = cmd.output().expect("spawn child");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
