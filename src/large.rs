@@ -78,6 +78,9 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
         // SAFETY: a fresh mapping of `len` bytes.
         Some(base) => unsafe {
             os::advise_huge(base.as_ptr(), len);
+            if crate::options::prefault() {
+                os::prefault(base.as_ptr(), len);
+            }
             finish(base.as_ptr(), len, offset)
         },
         None => ptr::null_mut(),
@@ -107,6 +110,9 @@ pub(crate) fn alloc_fenced(size: usize, align: usize) -> *mut u8 {
     };
     let base = base.as_ptr();
     os::advise_huge(base, len);
+    if crate::options::prefault() {
+        os::prefault(base, len - OS_PAGE); // not the guard page
+    }
     // SAFETY: the guard is the last page of our fresh mapping.
     if !os::protect_none(unsafe { base.add(len - OS_PAGE) }, OS_PAGE) {
         os::unmap(base, len);

@@ -55,6 +55,21 @@ allocator! {
         global::collect();
     }
 
+    /// Turns prefaulting on or off, as `MAPALLOC_PREFAULT=1` does: new
+    /// 4 MiB segments and new large mappings then have their pages faulted
+    /// in when they are mapped, so the program's first writes to them take
+    /// no page fault. Pays where first-touch latency matters more than
+    /// memory: every such mapping is resident in full at once, touched or
+    /// not (figures in `docs/benchmarks.md`). Applies to mappings made
+    /// after the call; reused (cached) memory is not faulted in again.
+    /// Overrides the environment variable; any time is allowed, but call
+    /// it before the allocations it should cover.
+    pub fn set_prefault(on: bool) {
+        // Reads the environment first, so that it cannot undo this call.
+        thread::process_init();
+        options::PREFAULT.set(usize::from(on));
+    }
+
     /// Bytes usable at `ptr`, which may exceed the size asked for (the
     /// block's size class, or the large mapping's page-rounded length).
     ///

@@ -3,13 +3,14 @@
 //!
 //! The exports below are one-line wrappers: the C semantics live in `c`
 //! (unit-tested), foreign pointers in `foreign`, the statistics report in
-//! `report`. In the unit-test binary the exports keep mangled names, so the
+//! `report`, `mallinfo` and `malloc_info` in `info`. In the unit-test binary the exports keep mangled names, so the
 //! tests do not replace the test harness's own malloc.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 mod c;
 mod foreign;
+mod info;
 mod report;
 
 use core::ffi::{c_char, c_int, c_void};
@@ -253,6 +254,36 @@ pub extern "C" fn malloc_stats() {
     report::write_to(2);
 }
 
+/// `mallinfo(3)`: mapalloc's counters in glibc's `int` fields, clamped to
+/// `INT_MAX` (see `info` for which figure is in which field).
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn mallinfo() -> libc::mallinfo {
+    info::mallinfo(&mapalloc::stats())
+}
+
+/// `mallinfo2(3)`: as `mallinfo`, in `size_t` fields.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub extern "C" fn mallinfo2() -> libc::mallinfo2 {
+    info::mallinfo2(&mapalloc::stats())
+}
+
+/// `malloc_info(3)`: glibc-shaped XML of the same figures on `fp`; -1 with
+/// `EINVAL` unless `options` is 0.
+///
+/// # Safety
+/// `fp` is null or an open `FILE *`.
+#[cfg_attr(not(test), unsafe(no_mangle))]
+pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_int {
+    // SAFETY: the caller's contract.
+    unsafe { info::malloc_info(options, fp) }.map_or_else(fail_int, |()| 0)
+}
+
+#[cold]
+fn fail_int(e: c_int) -> c_int {
+    set_errno(e);
+    -1
+}
+
 /// Runs when the library is loaded, before the program's own
 /// constructors: reads `MAPALLOC_SHOW_STATS` and looks up glibc's
 /// `malloc_usable_size` for foreign pointers (see `foreign`).
@@ -318,6 +349,24 @@ mod tests {
         // SAFETY: `p` is a live block of ours.
         unsafe { assert!(realloc(p, 0).is_null()) };
         assert_eq!(errno(), 0);
+    }
+
+    #[test]
+    fn mallinfo_exports_see_a_held_block() {
+        // Held across the reads, so the figures cannot drop below it
+        // whatever the other tests do meanwhile.
+        let p = malloc(3 << 20);
+        assert!(!p.is_null());
+        let m2 = mallinfo2();
+        assert!(m2.hblks >= 1 && m2.hblkhd >= 3 << 20, "{}", m2.hblkhd);
+        assert!(m2.uordblks >= 3 << 20 && m2.arena >= m2.uordblks);
+        assert!(mallinfo().hblkhd >= 3 << 20);
+        // SAFETY: `p` is a live block of ours.
+        unsafe { free(p) };
+        set_errno(0);
+        // SAFETY: a null stream is rejected before use.
+        assert_eq!(unsafe { malloc_info(7, ptr::null_mut()) }, -1);
+        assert_eq!(errno(), libc::EINVAL);
     }
 
     #[test]

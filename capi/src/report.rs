@@ -14,14 +14,28 @@ static SHOW_AT_EXIT: AtomicBool = AtomicBool::new(false);
 /// Room for the whole report (about 400 bytes).
 const REPORT_LEN: usize = 1024;
 
-/// A byte buffer that ignores what does not fit.
-struct Buf<'a> {
+/// A byte buffer that ignores what does not fit (shared with `info`).
+pub(crate) struct Buf<'a> {
     bytes: &'a mut [u8],
     len: usize,
 }
 
-impl Buf<'_> {
-    fn push(&mut self, s: &[u8]) {
+impl<'a> Buf<'a> {
+    pub(crate) fn new(bytes: &'a mut [u8]) -> Self {
+        Buf { bytes, len: 0 }
+    }
+
+    /// Bytes written (at most the buffer's length).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if everything pushed so far fitted.
+    pub(crate) fn fitted(&self) -> bool {
+        self.len < self.bytes.len()
+    }
+
+    pub(crate) fn push(&mut self, s: &[u8]) {
         for &b in s {
             if let Some(slot) = self.bytes.get_mut(self.len) {
                 *slot = b;
@@ -30,7 +44,7 @@ impl Buf<'_> {
         }
     }
 
-    fn number(&mut self, mut v: u64) {
+    pub(crate) fn number(&mut self, mut v: u64) {
         let mut digits = [0u8; 20];
         let mut i = digits.len();
         loop {
@@ -58,7 +72,7 @@ impl Buf<'_> {
 /// Writes the report for `s` (of process `pid`) into `out`; returns its
 /// length (truncated to `out.len()`).
 pub fn format(s: &Stats, pid: u32, out: &mut [u8]) -> usize {
-    let mut b = Buf { bytes: out, len: 0 };
+    let mut b = Buf::new(out);
     b.push(b"mapalloc stats (pid ");
     b.number(u64::from(pid));
     b.push(b"):\n");
