@@ -373,7 +373,13 @@ unsafe impl SlabOwner for Heap {
         true
     }
 
-    fn fresh_segment(_seg: *mut Segment) -> bool {
+    /// With `MAPALLOC_PREFAULT`, a fresh segment is faulted in whole now.
+    /// (Not hardened segments: their slot tables are metadata and their
+    /// slabs get guard pages later.)
+    fn fresh_segment(seg: *mut Segment) -> bool {
+        if crate::options::prefault() {
+            crate::os::prefault(seg.cast(), crate::segment::SEGMENT_SIZE);
+        }
         true
     }
 }

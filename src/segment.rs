@@ -114,11 +114,6 @@ impl Segment {
             None => match os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0) {
                 Some(p) if fresh(p.as_ptr().cast()) && registry::insert(p.as_ptr() as usize) => {
                     STATS.add(Counter::Segments, 1);
-                    // Not hardened segments: their slot tables are metadata
-                    // and their slabs get guard pages later.
-                    if crate::options::prefault() && !crate::hardened::enabled() {
-                        os::prefault(p.as_ptr(), SEGMENT_SIZE);
-                    }
                     (p.as_ptr().cast::<Segment>(), 0, ALL_SLAB_PAGES)
                 }
                 Some(p) => {
