@@ -1,10 +1,11 @@
 //! Real, unmodified programs under `LD_PRELOAD=libmapalloc.so`, each run
-//! twice (on glibc's malloc, then on mapalloc) with the same input: exit
-//! status, stdout, stderr and files written must be the same, and the
-//! mapalloc run must print mapalloc's statistics report
-//! (`MAPALLOC_SHOW_STATS=1`), which proves the library was loaded and
-//! served allocations. A program that is not installed is skipped with a
-//! message.
+//! three times (on glibc's malloc, on mapalloc, and on mapalloc in
+//! hardened mode) with the same input: exit status, stdout, stderr and
+//! files written must be the same, and the mapalloc runs must print
+//! mapalloc's statistics report (`MAPALLOC_SHOW_STATS=1`), which proves the
+//! library was loaded and served allocations. Hardened mode must find no
+//! misuse in them (no false positive). A program that is not installed is
+//! skipped with a message.
 
 mod common;
 
@@ -20,8 +21,15 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// the mapalloc run's reports.
 fn compare(what: &str, make: impl Fn(Alloc) -> Command) -> Vec<Vec<(String, u64)>> {
     let glibc = run(with(&mut make(Alloc::Glibc), Alloc::Glibc), TIMEOUT);
+    let hardened = run(
+        with(&mut make(Alloc::MapallocHardened), Alloc::MapallocHardened),
+        TIMEOUT,
+    );
+    same_output(&format!("{what}, hardened"), &glibc, &hardened);
     let ours = run(
-        with(&mut make(Alloc::Mapalloc), Alloc::Mapalloc).env("MAPALLOC_SHOW_STATS", "1"),
+        with(&mut make(Alloc::Mapalloc), Alloc::Mapalloc)
+            .env("MAPALLOC_SHOW_STATS", "1")
+            .env_remove("MAPALLOC_HARDENED"),
         TIMEOUT,
     );
     same_output(what, &glibc, &ours);
@@ -109,7 +117,8 @@ fn gcc() {
     );
     let asm = |a: Alloc| std::fs::read(dir(a).join("gen.s")).unwrap();
     assert!(
-        asm(Alloc::Glibc) == asm(Alloc::Mapalloc),
+        asm(Alloc::Glibc) == asm(Alloc::Mapalloc)
+            && asm(Alloc::Glibc) == asm(Alloc::MapallocHardened),
         "assembly differs"
     );
     assert!(asm(Alloc::Glibc).len() > 100_000);
@@ -121,7 +130,8 @@ fn gcc() {
     });
     let exe = |a: Alloc| std::fs::read(dir(a).join("gen")).unwrap();
     assert!(
-        exe(Alloc::Glibc) == exe(Alloc::Mapalloc),
+        exe(Alloc::Glibc) == exe(Alloc::Mapalloc)
+            && exe(Alloc::Glibc) == exe(Alloc::MapallocHardened),
         "executables differ"
     );
     let out = run(
@@ -188,7 +198,8 @@ fn git() {
             .env("LC_ALL", "C");
         c
     };
-    for a in [Alloc::Glibc, Alloc::Mapalloc] {
+    let all = [Alloc::Glibc, Alloc::Mapalloc, Alloc::MapallocHardened];
+    for a in all {
         std::fs::create_dir_all(repo(a)).unwrap();
     }
     let step = |what: &str, args: &[&str]| compare(&format!("git {what}"), |a| git(a, args));
@@ -217,7 +228,7 @@ fn git() {
                 (path, text)
             })
             .collect();
-        for a in [Alloc::Glibc, Alloc::Mapalloc] {
+        for a in all {
             for (path, text) in &edits {
                 let p = repo(a).join(path);
                 std::fs::create_dir_all(p.parent().unwrap()).unwrap();

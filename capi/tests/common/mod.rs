@@ -150,6 +150,8 @@ pub enum Alloc {
     Mapalloc,
     /// `LD_PRELOAD` of the release build (`release_lib`).
     MapallocRelease,
+    /// `LD_PRELOAD=libmapalloc.so MAPALLOC_HARDENED=1`.
+    MapallocHardened,
 }
 
 /// Sets up `cmd` to run on `alloc`.
@@ -158,6 +160,7 @@ pub fn with(cmd: &mut Command, alloc: Alloc) -> &mut Command {
         Alloc::Glibc => cmd.env_remove("LD_PRELOAD"),
         Alloc::Mapalloc => cmd.env("LD_PRELOAD", lib()),
         Alloc::MapallocRelease => cmd.env("LD_PRELOAD", release_lib()),
+        Alloc::MapallocHardened => cmd.env("LD_PRELOAD", lib()).env("MAPALLOC_HARDENED", "1"),
     }
 }
 
