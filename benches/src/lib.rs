@@ -1,18 +1,30 @@
-//! Peer benchmarks for mapalloc: the same workloads on mapalloc (default and
-//! hardened), glibc malloc, mimalloc and jemalloc, each allocator in its own
-//! process. See `bench/README.md`.
+//! mapalloc-bench: one harness for every benchmark of mapalloc. See
+//! `benches/README.md`.
 //!
-//! - [`switch`]: the dispatching global allocator ([`Switch`]) and the list
-//!   of allocators ([`Alloc`]);
-//! - [`workloads`]: what is measured;
-//! - [`harness`]: timing, RSS, the child/parent line protocol, formatting;
-//! - [`pairs`]: the loop of the `pairs-*` binaries for `callgrind.sh`;
-//! - [`runner`]: the parent and child sides of `cargo bench -p mapalloc-bench`.
+//! - [`catalog`]: every workload, written once (C/C++ in `benches/c/`,
+//!   Rust in [`workloads`]);
+//! - [`peers`]: the columns (mapalloc, hardened, glibc, jemalloc,
+//!   tcmalloc, mimalloc, mimalloc secure) and the probe that checks them;
+//! - [`setup`]: building and finding the libraries and programs;
+//! - [`runner`]: the round-robin measurement loop and its checks;
+//! - [`proc`]: one measured process (`wait4`);
+//! - [`report`]: tables, ratios, targets, CSV;
+//! - [`driver`]: the command line;
+//! - [`switch`]: the per-process global allocator of the Rust workloads;
+//! - [`pairs`]: the loop that `callgrind.sh` counts;
+//! - [`rng`], [`fmt`]: the generator and the formatting.
 
-pub mod harness;
+pub mod catalog;
+pub mod driver;
+pub mod fmt;
 pub mod pairs;
+pub mod peers;
+pub mod proc;
+pub mod report;
+pub mod rng;
 pub mod runner;
+pub mod setup;
 pub mod switch;
 pub mod workloads;
 
-pub use switch::{Alloc, Switch};
+pub use switch::Switch;

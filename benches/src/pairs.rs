@@ -1,10 +1,12 @@
 //! The loop of the `pairs-*` binaries: `N` alloc+free pairs of a 32-byte
 //! block, for counting instructions per pair with callgrind
-//! (`bench/callgrind.sh`).
+//! (`benches/callgrind.sh`); [`boxed`] is also the `small-fixed` workload.
 //!
 //! Each `pairs-<allocator>` binary has that allocator as its
-//! `#[global_allocator]` and calls [`main`] with it; `pairs-switch` has the
-//! benchmark's [`crate::Switch`] (allocator from `MAPALLOC_BENCH_ALLOC`).
+//! `#[global_allocator]` and calls [`main`] with it (`pairs-system` is
+//! glibc, or under `LD_PRELOAD` any peer); `mapalloc-bench pairs` runs the
+//! same loop through the harness's [`crate::Switch`] (allocator from
+//! `MAPALLOC_BENCH_ALLOC`).
 //!
 //! ```text
 //! pairs-mapalloc N [box|box-lone|direct|direct-lone]
@@ -56,10 +58,9 @@ pub fn direct<A: GlobalAlloc>(a: &A, n: u64) {
     }
 }
 
-/// Runs the mode named on the command line with `a`, the binary's global
-/// allocator, and prints one line.
-pub fn main<A: GlobalAlloc>(a: &A, name: &str) {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+/// Runs the mode named in `args` (`N [MODE]`) with `a`, the binary's
+/// global allocator, and prints one line.
+pub fn main<A: GlobalAlloc>(a: &A, name: &str, args: &[String]) {
     let n: u64 = match args.first().map(|s| s.replace('_', "").parse()) {
         Some(Ok(n)) => n,
         _ => {

@@ -1,34 +1,35 @@
-//! The dispatching global allocator, [`Switch`], and what the harness needs
-//! to know about each allocator under comparison ([`Alloc`]).
+//! The dispatching global allocator, [`Switch`], of the in-process Rust
+//! workloads (and of `examples/compare.rs`, which includes this file with
+//! `#[path]`: it depends on nothing but `mapalloc` and `libc`).
 //!
-//! `#[global_allocator]` is fixed at compile time, so a binary that wants to
-//! run the same workload on five allocators declares
+//! `#[global_allocator]` is fixed at compile time, so a binary that runs
+//! the same workload on several allocators declares
 //!
 //! ```ignore
 //! #[global_allocator]
-//! static GLOBAL: mapalloc_bench::Switch = mapalloc_bench::Switch::new();
+//! static GLOBAL: Switch = Switch::new();
 //! ```
 //!
 //! and picks the allocator per *process*: on its very first allocation the
 //! switch reads [`ENV_VAR`] with `libc::getenv` (which does not allocate) and
-//! fixes the choice in a static for the rest of the process. The choice never
-//! changes afterwards, so every block is freed by the allocator that made it.
-//! An unset or unknown value means glibc (`std::alloc::System`); the parent
-//! of the benchmark runs that way and re-executes itself with the variable
-//! set for each measurement.
+//! fixes the choice in a static for the rest of the process, so every block
+//! is freed by the allocator that made it. The choices are `mapalloc`
+//! (`MapAlloc::new()`), `hardened` (`MapAlloc::hardened()`) and `system`
+//! (`std::alloc::System`, i.e. the C `malloc`: glibc's, or under
+//! `LD_PRELOAD` the preloaded library's, which is how jemalloc, tcmalloc,
+//! mimalloc and mimalloc secure become the binary's global allocator). An
+//! unset or unknown value means `system`.
 //!
-//! Every allocator pays the same dispatch: one relaxed load of the table
-//! pointer and an indirect jump (`bench/callgrind.sh` measures the pairs
+//! Every choice pays the same dispatch: one relaxed load of the table
+//! pointer and an indirect call (`benches/callgrind.sh` counts the pairs
 //! with and without the switch).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::ffi::{CStr, c_char, c_void};
+use std::ffi::CStr;
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use mapalloc::MapAlloc;
-use mimalloc::MiMalloc;
-use tikv_jemallocator::Jemalloc;
 
 /// Environment variable selecting the allocator of a child process.
 pub const ENV_VAR: &str = "MAPALLOC_BENCH_ALLOC";
@@ -38,112 +39,58 @@ const UNRESOLVED: u8 = 0;
 const USE_MAPALLOC: u8 = 1;
 const USE_HARDENED: u8 = 2;
 const USE_SYSTEM: u8 = 3;
-const USE_MIMALLOC: u8 = 4;
-const USE_JEMALLOC: u8 = 5;
 
 /// Which allocator this process uses; written once, on the first allocation.
 static CHOICE: AtomicU8 = AtomicU8::new(UNRESOLVED);
 
-/// The allocators under comparison.
+/// What the [`Switch`] can forward to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Alloc {
+pub enum Choice {
     /// `MapAlloc::new()`.
     MapAlloc,
     /// `MapAlloc::hardened()`.
     Hardened,
-    /// glibc malloc, through `std::alloc::System`.
+    /// `std::alloc::System`: the C `malloc` (glibc's, or a preloaded one).
     System,
-    /// mimalloc (crate `mimalloc`).
-    Mimalloc,
-    /// jemalloc (crate `tikv-jemallocator`).
-    Jemalloc,
 }
 
-impl Alloc {
-    /// All allocators, in the order children are run and columns printed.
-    /// The first one is the reference of every ratio.
-    pub const ALL: [Alloc; 5] = [
-        Alloc::MapAlloc,
-        Alloc::Hardened,
-        Alloc::System,
-        Alloc::Mimalloc,
-        Alloc::Jemalloc,
-    ];
+impl Choice {
+    /// All choices.
+    pub const ALL: [Choice; 3] = [Choice::MapAlloc, Choice::Hardened, Choice::System];
 
-    /// Value of [`ENV_VAR`] selecting this allocator.
+    /// Value of [`ENV_VAR`] selecting this choice.
     pub fn env_value(self) -> &'static str {
         match self {
-            Alloc::MapAlloc => "mapalloc",
-            Alloc::Hardened => "hardened",
-            Alloc::System => "system",
-            Alloc::Mimalloc => "mimalloc",
-            Alloc::Jemalloc => "jemalloc",
+            Choice::MapAlloc => "mapalloc",
+            Choice::Hardened => "hardened",
+            Choice::System => "system",
         }
-    }
-
-    /// Name for tables and CSV files.
-    pub fn label(self) -> &'static str {
-        match self {
-            Alloc::MapAlloc => "mapalloc",
-            Alloc::Hardened => "mapalloc-hardened",
-            Alloc::System => "glibc",
-            Alloc::Mimalloc => "mimalloc",
-            Alloc::Jemalloc => "jemalloc",
-        }
-    }
-
-    /// Short name for narrow table columns.
-    pub fn short(self) -> &'static str {
-        match self {
-            Alloc::MapAlloc => "mapalloc",
-            Alloc::Hardened => "hardened",
-            Alloc::System => "glibc",
-            Alloc::Mimalloc => "mimalloc",
-            Alloc::Jemalloc => "jemalloc",
-        }
-    }
-
-    /// Parses an [`ENV_VAR`] value or a label.
-    pub fn parse(s: &str) -> Option<Alloc> {
-        Alloc::ALL
-            .into_iter()
-            .find(|a| a.env_value() == s || a.label() == s || a.short() == s)
-    }
-
-    /// `true` for the two mapalloc modes (whose `mapalloc::stats()` mean
-    /// something).
-    pub fn is_mapalloc(self) -> bool {
-        matches!(self, Alloc::MapAlloc | Alloc::Hardened)
     }
 
     fn code(self) -> u8 {
         match self {
-            Alloc::MapAlloc => USE_MAPALLOC,
-            Alloc::Hardened => USE_HARDENED,
-            Alloc::System => USE_SYSTEM,
-            Alloc::Mimalloc => USE_MIMALLOC,
-            Alloc::Jemalloc => USE_JEMALLOC,
+            Choice::MapAlloc => USE_MAPALLOC,
+            Choice::Hardened => USE_HARDENED,
+            Choice::System => USE_SYSTEM,
         }
     }
 
-    fn from_code(c: u8) -> Alloc {
+    fn from_code(c: u8) -> Choice {
         match c {
-            USE_MAPALLOC => Alloc::MapAlloc,
-            USE_HARDENED => Alloc::Hardened,
-            USE_MIMALLOC => Alloc::Mimalloc,
-            USE_JEMALLOC => Alloc::Jemalloc,
-            _ => Alloc::System,
+            USE_MAPALLOC => Choice::MapAlloc,
+            USE_HARDENED => Choice::Hardened,
+            _ => Choice::System,
         }
     }
 }
 
-/// Global allocator forwarding to one of the five [`Alloc`]s, chosen once
-/// per process from [`ENV_VAR`].
+/// Global allocator forwarding to one [`Choice`], fixed once per process
+/// from [`ENV_VAR`].
 ///
-/// The dispatch is a table of four function pointers per allocator: every
+/// The dispatch is a table of four function pointers per choice: every
 /// call loads the process's table and jumps through it (a few instructions,
-/// no branch on the allocator, so the same for all five). Each table entry
-/// has its allocator's `GlobalAlloc` method inlined into it.
+/// no branch on the allocator, so the same for all). Each table entry has
+/// its allocator's `GlobalAlloc` method inlined into it.
 pub struct Switch;
 
 impl Switch {
@@ -204,8 +151,6 @@ macro_rules! vtable {
 vtable!(MAPALLOC_VT, const { MapAlloc::new() });
 vtable!(HARDENED_VT, const { MapAlloc::hardened() });
 vtable!(SYSTEM_VT, System);
-vtable!(MIMALLOC_VT, MiMalloc);
-vtable!(JEMALLOC_VT, Jemalloc);
 
 /// The table of the first allocation: resolves the choice, then forwards.
 static RESOLVE_VT: VTable = {
@@ -242,8 +187,6 @@ fn vtable_of(code: u8) -> &'static VTable {
     match code {
         USE_MAPALLOC => &MAPALLOC_VT,
         USE_HARDENED => &HARDENED_VT,
-        USE_MIMALLOC => &MIMALLOC_VT,
-        USE_JEMALLOC => &JEMALLOC_VT,
         _ => &SYSTEM_VT,
     }
 }
@@ -268,8 +211,8 @@ fn resolve() -> &'static VTable {
 }
 
 /// Reads [`ENV_VAR`] without allocating and fixes the choice for the rest of
-/// the process. An unset or unknown value means the system allocator; the
-/// child entry point ([`child_mode`]) rejects unknown values loudly.
+/// the process. An unset or unknown value means the system allocator
+/// ([`requested`] tells the two apart).
 fn resolve_choice() -> u8 {
     // SAFETY: `ENV_VAR_C` is a NUL-terminated C string. `getenv` only reads
     // the environment and does not allocate. Nobody calls `setenv` while the
@@ -281,10 +224,10 @@ fn resolve_choice() -> u8 {
         // SAFETY: a non-null `getenv` result points to a NUL-terminated
         // string inside the environment block, which lives for the process.
         let bytes = unsafe { CStr::from_ptr(value) }.to_bytes();
-        Alloc::ALL
+        Choice::ALL
             .into_iter()
             .find(|a| a.env_value().as_bytes() == bytes)
-            .map_or(USE_SYSTEM, Alloc::code)
+            .map_or(USE_SYSTEM, Choice::code)
     };
     // If two threads race on the very first allocation, the first writer
     // wins and both use its value, so the choice can never change.
@@ -294,16 +237,28 @@ fn resolve_choice() -> u8 {
     }
 }
 
-/// The allocator this process is running on (resolving the choice if no
-/// allocation has done it yet).
-pub fn active() -> Alloc {
+/// The choice this process runs on (resolving it if no allocation has done
+/// it yet).
+pub fn active() -> Choice {
     match CHOICE.load(Ordering::Relaxed) {
-        UNRESOLVED => Alloc::from_code(resolve_choice()),
-        c => Alloc::from_code(c),
+        UNRESOLVED => Choice::from_code(resolve_choice()),
+        c => Choice::from_code(c),
     }
 }
 
-// SAFETY: every method forwards to exactly one of five valid allocators, and
+/// The choice [`ENV_VAR`] asks for: `None` if it is unset, `Err` with the
+/// value if it names no choice.
+pub fn requested() -> Option<Result<Choice, String>> {
+    let value = std::env::var(ENV_VAR).ok()?;
+    Some(
+        Choice::ALL
+            .into_iter()
+            .find(|c| c.env_value() == value)
+            .ok_or(value),
+    )
+}
+
+// SAFETY: every method forwards to exactly one of three valid allocators, and
 // the choice between them is fixed before the first block is handed out
 // (racing first allocations all install the table of the one choice that
 // won), so each block is always freed/reallocated by the allocator that
@@ -332,105 +287,4 @@ unsafe impl GlobalAlloc for Switch {
         // SAFETY: forwarded unchanged to the allocator that made `ptr`.
         unsafe { (table().realloc)(ptr, layout, new_size) }
     }
-}
-
-/// If this process is a child (i.e. [`ENV_VAR`] is set), returns the
-/// allocator it runs on and its arguments. Exits with an error if the
-/// variable holds an unknown value or if the switch resolved differently.
-pub fn child_mode() -> Option<(Alloc, Vec<String>)> {
-    let value = std::env::var(ENV_VAR).ok()?;
-    let Some(wanted) = Alloc::ALL.into_iter().find(|a| a.env_value() == value) else {
-        eprintln!(
-            "error: {ENV_VAR}={value:?}; expected one of mapalloc, hardened, system, mimalloc, jemalloc (unset it to run the comparison)"
-        );
-        std::process::exit(2);
-    };
-    assert_eq!(
-        active(),
-        wanted,
-        "global allocator choice does not match {ENV_VAR} (is the binary's global allocator the Switch?)"
-    );
-    Some((wanted, std::env::args().skip(1).collect()))
-}
-
-/// jemalloc's `MALLCTL_ARENAS_ALL`: `arena.<i>.purge` on all arenas.
-const JEMALLOC_PURGE_ALL: &CStr = c"arena.4096.purge";
-
-/// Hands the calling allocator's cached free memory back to the OS:
-/// `mapalloc::collect()`, glibc `malloc_trim(0)`, mimalloc
-/// `mi_collect(true)`, jemalloc tcache flush + `arena.<all>.purge`.
-pub fn release_memory(alloc: Alloc) {
-    match alloc {
-        Alloc::MapAlloc | Alloc::Hardened => mapalloc::collect(),
-        Alloc::System => {
-            // SAFETY: `malloc_trim` only releases free memory held by glibc
-            // malloc; it is safe to call at any time.
-            unsafe { libc::malloc_trim(0) };
-        }
-        Alloc::Mimalloc => {
-            // SAFETY: `mi_collect` only frees mimalloc's own free memory; it
-            // may be called at any time from any thread.
-            unsafe { libmimalloc_sys::mi_collect(true) };
-        }
-        Alloc::Jemalloc => {
-            // SAFETY: both controls take no input and write no output (all
-            // pointers null, lengths 0), which is how jemalloc documents
-            // them; the names are NUL-terminated.
-            unsafe {
-                let null = std::ptr::null_mut();
-                tikv_jemalloc_sys::mallctl(
-                    c"thread.tcache.flush".as_ptr(),
-                    null,
-                    null.cast(),
-                    null,
-                    0,
-                );
-                tikv_jemalloc_sys::mallctl(JEMALLOC_PURGE_ALL.as_ptr(), null, null.cast(), null, 0);
-            }
-        }
-    }
-}
-
-/// Version strings of the peers: glibc, mimalloc, jemalloc. Calling this
-/// initialises mimalloc and jemalloc in the calling process (harmless).
-pub fn versions() -> Vec<(Alloc, String)> {
-    // SAFETY: `gnu_get_libc_version` takes no arguments and returns a pointer
-    // to a static NUL-terminated string.
-    let glibc = unsafe { CStr::from_ptr(libc::gnu_get_libc_version()) }
-        .to_string_lossy()
-        .into_owned();
-    // SAFETY: `mi_version` takes no arguments and only returns a number.
-    let mi = unsafe { libmimalloc_sys::mi_version() };
-    let mut je: *const c_char = std::ptr::null();
-    let mut len = std::mem::size_of::<*const c_char>();
-    // SAFETY: "version" is a read-only `const char *` control; `je` and `len`
-    // are valid for writes of one pointer, as declared by `len`.
-    let rc = unsafe {
-        tikv_jemalloc_sys::mallctl(
-            c"version".as_ptr(),
-            (&raw mut je).cast::<c_void>(),
-            &raw mut len,
-            std::ptr::null_mut(),
-            0,
-        )
-    };
-    let je = if rc == 0 && !je.is_null() {
-        // SAFETY: on success jemalloc stored a pointer to its static,
-        // NUL-terminated version string.
-        unsafe { CStr::from_ptr(je) }.to_string_lossy().into_owned()
-    } else {
-        "?".to_string()
-    };
-    vec![
-        (
-            Alloc::MapAlloc,
-            "path dependency (this repository)".to_string(),
-        ),
-        (Alloc::System, glibc),
-        (
-            Alloc::Mimalloc,
-            format!("{}.{}.{}", mi / 10000, mi / 100 % 100, mi % 100),
-        ),
-        (Alloc::Jemalloc, je),
-    ]
 }
