@@ -2,21 +2,22 @@
 # Hardened mode against the default on the small alloc/free pair workloads,
 # under several code layouts.
 #
-#   bench/layouts.sh            # 7 layouts x 2 workloads x 2 allocators x 3 processes
-#   PROCS=5 bench/layouts.sh    # more processes per cell
-#   WORKLOADS=small-fixed bench/layouts.sh
+#   benches/layouts.sh              # 7 layouts x 2 loops x 2 allocators x 3 processes
+#   PROCS=5 benches/layouts.sh      # more processes per cell
+#   MODES=box benches/layouts.sh    # only the Box loop (box-lone: alone in its page)
+#   PAIRS=40000000                  # pairs per process (default)
 #
 # Why: on the 2-core VM where these were measured, where the compiler
 # happens to place the code moves these loops by more than most changes
 # to the allocator (the default's 32-byte Box loop ran 138-176 ms across
 # six alignments; docs/benchmarks.md#hardened-mode), so one build's ratio
-# is partly a draw. This builds
-# `cargo bench -p mapalloc-bench`'s peers binary once per layout (the
-# same source; only function and block alignment differ, through LLVM
-# flags in RUSTFLAGS) and runs each workload in fresh processes,
-# alternating the allocators. Per cell it reports the median over
-# processes of each process's median run; per workload, the ratio in
-# each layout and the median of those ratios.
+# is partly a draw. This builds the harness binary (mapalloc-bench) once
+# per layout (the same source; only function and block alignment differ,
+# through LLVM flags in RUSTFLAGS) and runs its 32-byte pair loop
+# (`mapalloc-bench pairs N MODE`, the small-fixed workload, through the
+# switch) in fresh processes, alternating the allocators. Per cell it
+# reports the median over processes of the loop's time; per loop, the
+# ratio in each layout and the median of those ratios.
 #
 # Each layout builds into target/layouts/<n> (about 250 MB each; delete
 # it after). On 2 cores: about 9 minutes of builds the first time, then
@@ -27,7 +28,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 cd "$root"
 procs="${PROCS:-3}"
-read -r -a workloads <<<"${WORKLOADS:-small-fixed small-random}"
+pairs="${PAIRS:-40000000}"
+read -r -a workloads <<<"${MODES:-box box-lone}"
 layouts=(
     ""
     "-C llvm-args=-align-all-functions=4"
@@ -40,31 +42,23 @@ layouts=(
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# One process of workload $2 on allocator $3 with binary $1: the median of
-# its in-process runs, in ms.
+# One process of loop $2 on allocator $3 with binary $1: the loop's ms.
 one() {
-    MAPALLOC_BENCH_RESULTS="$tmp" MAPALLOC_BENCH_ALLOC="$3" "$1" "$2" 2>&1 |
-        sed -n 's/^RESULT .* times_ns=\([0-9,]*\) .*/\1/p' | tr ',' '\n' | median |
-        awk '{ printf "%.1f\n", $1 / 1e6 }'
+    MAPALLOC_BENCH_ALLOC="$3" "$1" pairs "$pairs" "$2" | sed -n 's/.* ms=\([0-9]*\).*/\1/p'
 }
 
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
 bins=()
 for i in "${!layouts[@]}"; do
-    bin="$(RUSTFLAGS="${layouts[$i]}" CARGO_TARGET_DIR="$root/target/layouts/$i" \
-        cargo bench -p mapalloc-bench --bench peers --no-run --message-format=json 2>/dev/null |
-        python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("executable") and m["target"]["name"] == "peers":
-        print(m["executable"])')"
-    [ -x "$bin" ] || { echo "layouts.sh: no peers binary for layout $i" >&2; exit 1; }
+    RUSTFLAGS="${layouts[$i]}" CARGO_TARGET_DIR="$root/target/layouts/$i" \
+        cargo build --release --quiet -p mapalloc-bench --bin mapalloc-bench
+    bin="$root/target/layouts/$i/release/mapalloc-bench"
+    [ -x "$bin" ] || { echo "layouts.sh: no harness binary for layout $i" >&2; exit 1; }
     bins+=("$bin")
 done
 
-printf '%-7s %-13s %10s %10s %7s   %s\n' layout workload "default" hardened ratio RUSTFLAGS
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+printf '%-7s %-13s %10s %10s %7s   %s\n' layout loop "default" hardened ratio RUSTFLAGS
 for w in "${workloads[@]}"; do
     : >"$tmp/ratios"
     for i in "${!layouts[@]}"; do

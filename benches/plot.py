@@ -1,19 +1,20 @@
 #!/usr/bin/env python3
-"""Plots of `cargo bench -p mapalloc-bench` (and bench/callgrind.sh) results.
+"""Plots of a mapalloc-bench run (and of benches/callgrind.sh).
 
-    python3 bench/plot.py [--results DIR] [--no-matplotlib]
+    python3 benches/plot.py [--results DIR] [--no-matplotlib]
 
-Reads DIR/peers.csv (and DIR/callgrind.csv if present; DIR defaults to
-bench/results) and writes, next to them:
+Reads DIR/summary.csv (and DIR/callgrind.csv if present; DIR defaults to
+benches/results) and writes, next to them:
 
-    throughput.svg  throughput of every workload relative to mapalloc (log scale)
-    scaling.svg     the thread-scaling curve (ops/s against threads)
-    rss.svg         peak RSS and RSS after free, per workload and allocator
+    time.svg        each allocator's median time relative to glibc, per workload (log scale)
+    rss.svg         peak RSS relative to glibc, per workload (log scale)
+    scaling.svg     time at N threads / time at 1 thread, geometric mean over the
+                    thread-taking workloads, per allocator (ideal: 1 up to the CPU count)
     callgrind.svg   instructions per 32-byte alloc+free pair (if callgrind.csv)
 
-Uses matplotlib when it can be imported (`pip install matplotlib`);
-otherwise, or with --no-matplotlib, writes the same charts as plain SVG with
-no dependency at all.
+`cargo bench` runs it after writing the CSV. Uses matplotlib when it can
+be imported; otherwise, or with --no-matplotlib, writes the same charts as
+plain SVG with no dependency at all.
 """
 
 import argparse
@@ -25,13 +26,15 @@ from collections import OrderedDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-ORDER = ["mapalloc", "mapalloc-hardened", "glibc", "mimalloc", "jemalloc"]
+ORDER = ["mapalloc", "mapalloc-hardened", "glibc", "jemalloc", "tcmalloc", "mimalloc", "mimalloc-secure"]
 COLORS = {
     "mapalloc": "#1f77b4",
     "mapalloc-hardened": "#9ecae1",
     "glibc": "#7f7f7f",
-    "mimalloc": "#2ca02c",
     "jemalloc": "#d62728",
+    "tcmalloc": "#ff7f0e",
+    "mimalloc": "#2ca02c",
+    "mimalloc-secure": "#98df8a",
 }
 
 
@@ -51,50 +54,50 @@ def ordered_allocs(rows):
     return sorted(seen, key=lambda a: ORDER.index(a) if a in ORDER else len(ORDER))
 
 
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 # ---------------------------------------------------------------------------
 # Data preparation (shared by both back ends)
 # ---------------------------------------------------------------------------
 
 
-def throughput_data(rows):
-    """(workloads, allocs, {alloc: [ratio per workload]}): ops/s / mapalloc's."""
-    rows = [r for r in rows if r["group"] != "scaling"]
-    workloads = list(OrderedDict((r["workload"], True) for r in rows))
-    allocs = ordered_allocs(rows)
-    ops = {(r["workload"], r["alloc"]): float(r["ops_per_sec"]) for r in rows}
-    series = OrderedDict()
-    for a in allocs:
-        series[a] = [
-            ops.get((w, a), float("nan")) / ops[(w, "mapalloc")]
-            if (w, "mapalloc") in ops
-            else float("nan")
-            for w in workloads
-        ]
-    return workloads, allocs, series
+def ratio_data(rows, column):
+    """(cases, {alloc: [value of `column` per case]})."""
+    cases = list(OrderedDict((r["case"], True) for r in rows))
+    val = {(r["case"], r["alloc"]): num(r[column]) for r in rows}
+    series = OrderedDict(
+        (a, [val.get((c, a), float("nan")) for c in cases]) for a in ordered_allocs(rows)
+    )
+    return cases, series
 
 
 def scaling_data(rows):
-    """(threads, allocs, {alloc: [Mops/s per thread count]}, cpus)."""
-    rows = [r for r in rows if r["group"] == "scaling"]
-    threads = sorted({int(r["threads"]) for r in rows})
-    allocs = ordered_allocs(rows)
-    ops = {(int(r["threads"]), r["alloc"]): float(r["ops_per_sec"]) / 1e6 for r in rows}
-    series = OrderedDict(
-        (a, [ops.get((t, a), float("nan")) for t in threads]) for a in allocs
-    )
-    cpus = int(rows[0]["cpus"]) if rows and rows[0].get("cpus") else None
-    return threads, allocs, series, cpus
-
-
-def rss_data(rows, column):
-    rows = [r for r in rows if r["group"] != "scaling"]
-    workloads = list(OrderedDict((r["workload"], True) for r in rows))
-    allocs = ordered_allocs(rows)
-    kib = {(r["workload"], r["alloc"]): float(r[column]) for r in rows}
-    series = OrderedDict(
-        (a, [kib.get((w, a), float("nan")) / 1024.0 for w in workloads]) for a in allocs
-    )
-    return workloads, allocs, series
+    """(threads, {alloc: [geomean over workloads of time(N) / time(1)]})."""
+    t = {}
+    for r in rows:
+        if r["case"] != r["workload"]:
+            t[(r["workload"], int(r["threads"]), r["alloc"])] = num(r["median_ns"])
+    threads = sorted({k[1] for k in t})
+    if len(threads) < 2:
+        return [], {}
+    workloads = sorted({k[0] for k in t})
+    series = OrderedDict()
+    for a in ordered_allocs(rows):
+        vals = []
+        for n in threads:
+            logs = []
+            for w in workloads:
+                one, tn = t.get((w, 1, a)), t.get((w, n, a))
+                if one and tn and one == one and tn == tn and one > 0:
+                    logs.append(math.log(tn / one))
+            vals.append(math.exp(sum(logs) / len(logs)) if logs else float("nan"))
+        series[a] = vals
+    return threads, series
 
 
 def callgrind_data(rows):
@@ -104,7 +107,7 @@ def callgrind_data(rows):
     series = OrderedDict(
         (a, [val.get((a, m), float("nan")) for m in measures]) for a in allocs
     )
-    return measures, allocs, series
+    return measures, series
 
 
 # ---------------------------------------------------------------------------
@@ -151,8 +154,8 @@ def mpl_scaling(plt, path, threads, series, cpus):
         # Shade from halfway (on the log axis) between `cpus` and 2 x `cpus`.
         ax.axvspan(cpus * math.sqrt(2), max(threads) * 1.1, color="grey", alpha=0.12,
                    label=f"oversubscribed (> {cpus} CPUs)")
-    ax.set_xlabel("threads (fixed total work)")
-    ax.set_ylabel("million ops/s")
+    ax.set_xlabel("threads (work per thread fixed)")
+    ax.set_ylabel("time / time at 1 thread (geometric mean)")
     ax.set_title("thread scaling")
     ax.set_ylim(bottom=0)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -299,7 +302,7 @@ def svg_scaling(path, threads, series, cpus):
     w, h = 760, 460
     svg = Svg(w, h)
     box = (70, 40, w - 230, h - 60)
-    ymap = svg_axes(svg, box, 0, hi, False, "million ops/s", "thread scaling (fixed total work)")
+    ymap = svg_axes(svg, box, 0, hi, False, "time / time at 1 thread", "thread scaling (work per thread fixed)")
     x0, y0, x1, y1 = box
     lt = [math.log2(t) for t in threads]
     span = (max(lt) - min(lt)) or 1
@@ -346,45 +349,37 @@ def main():
         except ImportError:
             print("plot.py: matplotlib not found, writing plain SVG", file=sys.stderr)
 
-    peers = os.path.join(args.results, "peers.csv")
-    if not os.path.exists(peers):
-        sys.exit(f"plot.py: {peers} not found; run `cargo bench -p mapalloc-bench` first")
-    rows = read_csv(peers)
+    summary = os.path.join(args.results, "summary.csv")
+    if not os.path.exists(summary):
+        sys.exit(f"plot.py: {summary} not found; run `cargo bench` first")
+    rows = read_csv(summary)
     out = []
 
-    workloads, _, series = throughput_data(rows)
-    p = os.path.join(args.results, "throughput.svg")
-    title = "throughput relative to mapalloc (higher is faster; log scale)"
-    if plt:
-        mpl_bars(plt, p, title, "ops/s / mapalloc's ops/s", workloads, series, log=True, ref=1.0)
-    else:
-        svg_bars(p, title, "ops/s / mapalloc's", workloads, series, log=True, ref=1.0)
-    out.append(p)
+    for column, name, title, ylabel in [
+        ("time_vs_glibc", "time.svg", "time relative to glibc (lower is faster; log scale)", "time / glibc's"),
+        ("rss_vs_glibc", "rss.svg", "peak RSS relative to glibc (log scale)", "peak RSS / glibc's"),
+    ]:
+        cases, series = ratio_data(rows, column)
+        p = os.path.join(args.results, name)
+        if plt:
+            mpl_bars(plt, p, title, ylabel, cases, series, log=True, ref=1.0)
+        else:
+            svg_bars(p, title, ylabel, cases, series, log=True, ref=1.0)
+        out.append(p)
 
-    threads, _, series, cpus = scaling_data(rows)
+    threads, series = scaling_data(rows)
     if threads:
         p = os.path.join(args.results, "scaling.svg")
+        cpus = os.cpu_count()
         if plt:
             mpl_scaling(plt, p, threads, series, cpus)
         else:
             svg_scaling(p, threads, series, cpus)
         out.append(p)
 
-    for column, name, title in [
-        ("peak_rss_kib", "rss.svg", "peak RSS (VmHWM) per workload, MiB (log scale)"),
-        ("end_rss_kib", "rss-after-free.svg", "RSS after everything was freed, MiB (log scale)"),
-    ]:
-        workloads, _, series = rss_data(rows, column)
-        p = os.path.join(args.results, name)
-        if plt:
-            mpl_bars(plt, p, title, "MiB", workloads, series, log=True)
-        else:
-            svg_bars(p, title, "MiB", workloads, series, log=True)
-        out.append(p)
-
     cg = os.path.join(args.results, "callgrind.csv")
     if os.path.exists(cg):
-        measures, _, series = callgrind_data(read_csv(cg))
+        measures, series = callgrind_data(read_csv(cg))
         p = os.path.join(args.results, "callgrind.svg")
         title = "instructions per 32-byte alloc+free pair (callgrind)"
         if plt:

@@ -34,6 +34,8 @@ process, round-robin, and prints and writes the report.
                     must be equal on every allocator
   --env K=V         set K=V in every run (repeatable)
   --timeout S       kill a run after S seconds (default 600)
+  --deadline S      start no case after S seconds (the rest are left out
+                    and named in the report)
   --out DIR         write report.md, summary.csv, runs.csv and the plots
                     into DIR (default: $MAPALLOC_BENCH_RESULTS, else
                     benches/results)
@@ -58,6 +60,7 @@ struct Opts {
     shell: bool,
     env: Vec<(String, String)>,
     timeout: Option<u64>,
+    deadline: Option<u64>,
     out: Option<PathBuf>,
     no_write: bool,
     prebuilt: Option<PathBuf>,
@@ -126,6 +129,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 o.env.push((k.to_string(), val.to_string()));
             }
             "--timeout" => o.timeout = Some(number(value()?)?),
+            "--deadline" => o.deadline = Some(number(value()?)?),
             "--out" => o.out = Some(PathBuf::from(value()?)),
             "--no-write" => o.no_write = true,
             "--prebuilt" => o.prebuilt = Some(PathBuf::from(value()?)),
@@ -248,6 +252,7 @@ fn run(args: &[String], o: &Opts) -> Result<i32, String> {
             }
         }
     }
+    let start = std::time::Instant::now();
     let load_before = loadavg();
     let built = setup::build(o.prebuilt.as_deref())?;
     let mut notes = built.notes.clone();
@@ -350,7 +355,8 @@ fn run(args: &[String], o: &Opts) -> Result<i32, String> {
         allocs.len(),
         cases.len() * allocs.len() * rounds
     );
-    let results = runner::run_all(cases, allocs, rounds, &o.env, limit);
+    let deadline = o.deadline.map(|s| start + Duration::from_secs(s));
+    let results = runner::run_all(cases, allocs, rounds, &o.env, limit, deadline);
 
     let mut lines = machine_lines();
     lines.push(format!(
@@ -378,6 +384,12 @@ fn run(args: &[String], o: &Opts) -> Result<i32, String> {
     }
     for n in &notes {
         lines.push(format!("note: {n}"));
+    }
+    if !results.cut.is_empty() {
+        lines.push(format!(
+            "CUT by --deadline, not run: {}",
+            results.cut.join(", ")
+        ));
     }
     let command = reproduce(args, o);
     let text = report::render(&results, &Header { command, lines });

@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::catalog::Workload;
 use crate::fmt::{fmt_bytes, fmt_ns};
@@ -77,6 +77,8 @@ pub struct Results {
     pub cells: Vec<Vec<Cell>>,
     /// Rounds asked for.
     pub rounds: usize,
+    /// Cases not run because the deadline came first.
+    pub cut: Vec<String>,
 }
 
 impl Results {
@@ -121,17 +123,27 @@ fn notes_of(stdout: &str) -> Vec<(String, u64)> {
 }
 
 /// Runs every case on every column, `rounds` times, and checks the
-/// results. `env` goes into every child; `limit` bounds each run.
+/// results. `env` goes into every child; `limit` bounds each run; no case
+/// starts after `deadline` (the cases left are dropped, and named in
+/// [`Results::cut`]).
 pub fn run_all(
-    cases: Vec<Case>,
+    mut cases: Vec<Case>,
     allocs: Vec<Alloc>,
     rounds: usize,
     env: &[(String, String)],
     limit: Duration,
+    deadline: Option<Instant>,
 ) -> Results {
     let n = allocs.len();
     let mut cells: Vec<Vec<Cell>> = cases.iter().map(|_| vec![Cell::default(); n]).collect();
+    let mut cut = Vec::new();
     for (ci, case) in cases.iter().enumerate() {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            cut = cases[ci..].iter().map(|c| c.name.clone()).collect();
+            eprintln!("harness: deadline reached; not run: {}", cut.join(", "));
+            cells.truncate(ci);
+            break;
+        }
         for round in 0..rounds {
             for position in 0..n {
                 let ai = (position + round + ci) % n;
@@ -213,10 +225,12 @@ pub fn run_all(
             }
         }
     }
+    cases.truncate(cells.len());
     Results {
         cases,
         allocs,
         cells,
         rounds,
+        cut,
     }
 }
