@@ -102,12 +102,80 @@ BENCH_UNUSED static uint64_t arg_u64(int argc, char **argv, int i, uint64_t def)
     return v;
 }
 
+/* argv[i] as a thread count (at least 1), or `def` when absent. */
+BENCH_UNUSED static unsigned arg_threads(int argc, char **argv, int i, unsigned def) {
+    uint64_t n = arg_u64(argc, argv, i, def);
+    if (n < 1 || n > 4096) die("THREADS must be 1 to 4096");
+    return (unsigned)n;
+}
+
 BENCH_UNUSED static void spawn(pthread_t *t, void *(*fn)(void *), void *arg) {
     if (pthread_create(t, NULL, fn, arg) != 0) die("pthread_create failed");
 }
 
 BENCH_UNUSED static void join(pthread_t t) {
     if (pthread_join(t, NULL) != 0) die("pthread_join failed");
+}
+
+/* Threads of a workload may wait on this to start together. */
+static pthread_barrier_t bench_start;
+
+/* Runs `n` threads, thread i on fn(args + i * stride), with bench_start
+ * set up for n, and joins them all. */
+BENCH_UNUSED static void run_threads(unsigned n, void *(*fn)(void *), void *args, size_t stride) {
+    pthread_t *t = (pthread_t *)xmalloc(n * sizeof *t);
+    pthread_barrier_init(&bench_start, NULL, n);
+    for (unsigned i = 0; i < n; i++) spawn(&t[i], fn, (char *)args + i * stride);
+    for (unsigned i = 0; i < n; i++) join(t[i]);
+    pthread_barrier_destroy(&bench_start);
+    free(t);
+}
+
+/* The state of a thread that only adds to a checksum. */
+typedef struct {
+    unsigned id;
+    uint64_t sum;
+} sum_worker;
+
+/* Runs `n` threads on fn(&workers[i]) (ids 0..n-1, sums 0) as run_threads
+ * does; returns the sum of their sums. */
+BENCH_UNUSED static uint64_t sum_threads(unsigned n, void *(*fn)(void *)) {
+    sum_worker *w = (sum_worker *)xcalloc(n, sizeof *w);
+    for (unsigned i = 0; i < n; i++) w[i].id = i;
+    run_threads(n, fn, w, sizeof *w);
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < n; i++) sum += w[i].sum;
+    free(w);
+    return sum;
+}
+
+/* A block that carries a tag and its size at its start and the tag's low
+ * byte in its last byte, so that whoever frees it can check it and add
+ * the tag to a checksum (a sum of tags does not depend on which thread
+ * frees which block). */
+typedef struct {
+    uint64_t tag;
+    uint32_t size;
+} tagged;
+
+/* A new tagged block of `size` >= sizeof(tagged) bytes, its first 64
+ * bytes written as a program fills a new object. */
+BENCH_UNUSED static tagged *tagged_new(size_t size, uint64_t tag) {
+    tagged *t = (tagged *)xmalloc(size);
+    memset(t, (int)tag, size < 64 ? size : 64);
+    t->tag = tag;
+    t->size = (uint32_t)size;
+    ((unsigned char *)t)[size - 1] = (unsigned char)tag;
+    return t;
+}
+
+/* Checks and frees a tagged block; returns its tag. */
+BENCH_UNUSED static uint64_t tagged_free(tagged *t) {
+    if (((unsigned char *)t)[t->size - 1] != (unsigned char)t->tag)
+        die("a block changed between malloc and free");
+    uint64_t tag = t->tag;
+    free(t);
+    return tag;
 }
 
 /* The result line the harness compares between allocators. */

@@ -23,7 +23,6 @@
 
 static uint64_t objects;
 static int freed;
-static pthread_barrier_t start;
 
 typedef struct {
     unsigned id;
@@ -34,7 +33,7 @@ typedef struct {
 static void *run(void *arg) {
     worker *w = arg;
     if (freed) free(w->given);
-    pthread_barrier_wait(&start);
+    pthread_barrier_wait(&bench_start);
     for (uint64_t i = 0; i < objects; i++) {
         volatile char *p = xmalloc(OBJECT);
         for (int k = 0; k < OBJECT; k++) p[k] = 0;
@@ -47,26 +46,19 @@ static void *run(void *arg) {
 
 int main(int argc, char **argv) {
     objects = arg_u64(argc, argv, 1, 2000000);
-    unsigned threads = (unsigned)arg_u64(argc, argv, 2, 2);
+    unsigned threads = arg_threads(argc, argv, 2, 2);
     const char *mode = argc > 3 ? argv[3] : "active";
-    if (threads < 1) die("THREADS must be at least 1");
     if (strcmp(mode, "active") != 0 && strcmp(mode, "freed") != 0) die("MODE is active or freed");
     freed = strcmp(mode, "freed") == 0;
     worker *w = xcalloc(threads, sizeof *w);
-    pthread_t *t = xmalloc(threads * sizeof *t);
-    pthread_barrier_init(&start, NULL, threads);
     for (unsigned i = 0; i < threads; i++) {
         w[i].id = i;
         w[i].given = freed ? xmalloc(OBJECT) : NULL;
     }
-    for (unsigned i = 0; i < threads; i++) spawn(&t[i], run, &w[i]);
+    run_threads(threads, run, w, sizeof *w);
     uint64_t sum = 0;
-    for (unsigned i = 0; i < threads; i++) {
-        join(t[i]);
-        sum += w[i].sum;
-    }
+    for (unsigned i = 0; i < threads; i++) sum += w[i].sum;
     free(w);
-    free(t);
     result(freed ? "false-share" : "line-thrash", objects, threads, sum);
     return 0;
 }

@@ -22,9 +22,8 @@
 #define PHASE 20000
 
 typedef struct block {
+    tagged t;
     struct block *next; /* while in a mailbox */
-    uint64_t tag;
-    uint32_t size;
 } block;
 
 typedef struct {
@@ -39,7 +38,6 @@ static worker *workers;
 static unsigned nthreads;
 static uint64_t steps;
 static atomic_uint finished;
-static pthread_barrier_t start;
 
 static void own(worker *w, block *b) {
     if (w->n == w->cap) {
@@ -59,10 +57,7 @@ static block *take_random(worker *w, uint64_t pick) {
     return b;
 }
 
-static void release(worker *w, block *b) {
-    w->seen += b->tag;
-    free(b);
-}
+static void release(worker *w, block *b) { w->seen += tagged_free(&b->t); }
 
 static void adopt(worker *w) {
     block *b = atomic_exchange_explicit(&w->mailbox, NULL, memory_order_acquire);
@@ -87,17 +82,15 @@ static void *run(void *arg) {
     for (uint64_t s = 0; s < steps; s++) {
         /* Threads meet at every phase change, so a thread that runs ahead
          * cannot bury a slower one in hand-overs. */
-        if (s % PHASE == 0) pthread_barrier_wait(&start);
+        if (s % PHASE == 0) pthread_barrier_wait(&bench_start);
         uint64_t grow = (s / PHASE) % 2 == 0 ? 60 : 25;
         uint64_t op = rng_below(&r, 100), pick = rng_next(&r);
         if (op < grow) {
-            uint32_t size = (uint32_t)rng_log(&r, sizeof(block), 512);
-            block *b = xmalloc(size);
-            b->size = size;
-            b->tag = rng_next(&r) >> 8;
-            ((unsigned char *)b)[size - 1] = (unsigned char)size;
-            w->made += b->tag;
-            own(w, b);
+            /* one byte past `next`, which the mailbox overwrites, for the tag */
+            size_t size = (size_t)rng_log(&r, sizeof(block) + 1, 512);
+            uint64_t tag = rng_next(&r) >> 8;
+            w->made += tag;
+            own(w, (block *)tagged_new(size, tag));
         } else if (op < grow + (100 - grow) * 3 / 4) {
             if (w->n) release(w, take_random(w, pick));
         } else if (w->n) {
@@ -118,18 +111,12 @@ static void *run(void *arg) {
 
 int main(int argc, char **argv) {
     steps = arg_u64(argc, argv, 1, 12000000);
-    nthreads = (unsigned)arg_u64(argc, argv, 2, 2);
-    if (nthreads < 1) die("THREADS must be at least 1");
+    nthreads = arg_threads(argc, argv, 2, 2);
     workers = aligned_alloc(64, nthreads * sizeof *workers);
     if (!workers) die("aligned_alloc returned NULL");
     memset(workers, 0, nthreads * sizeof *workers);
-    pthread_t *t = xmalloc(nthreads * sizeof *t);
-    pthread_barrier_init(&start, NULL, nthreads);
-    for (unsigned i = 0; i < nthreads; i++) {
-        workers[i].id = i;
-        spawn(&t[i], run, &workers[i]);
-    }
-    for (unsigned i = 0; i < nthreads; i++) join(t[i]);
+    for (unsigned i = 0; i < nthreads; i++) workers[i].id = i;
+    run_threads(nthreads, run, workers, sizeof *workers);
     uint64_t made = 0, seen = 0;
     for (unsigned i = 0; i < nthreads; i++) {
         made += workers[i].made;
@@ -137,7 +124,6 @@ int main(int argc, char **argv) {
         free(workers[i].own);
     }
     free(workers);
-    free(t);
     if (made != seen) die("a block's tag changed between malloc and free");
     result("handover", steps, nthreads, seen);
     return 0;

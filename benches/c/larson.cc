@@ -89,9 +89,8 @@ static void *lane_main(void *arg) {
 
 int main(int argc, char **argv) {
     uint64_t size = arg_u64(argc, argv, 1, 4000000);
-    uint64_t threads = arg_u64(argc, argv, 2, 2);
+    unsigned threads = arg_threads(argc, argv, 2, 2);
     const char *mode = argc > 3 ? argv[3] : "unsized";
-    if (threads < 1) die("THREADS must be at least 1");
     if (strcmp(mode, "sized") != 0 && strcmp(mode, "unsized") != 0)
         die("MODE is sized or unsized");
     sized = strcmp(mode, "sized") == 0;

@@ -19,45 +19,33 @@
 #define RING 1024 /* a power of two */
 
 typedef struct {
-    uint64_t tag;
-    uint32_t size;
-} head;
-
-typedef struct {
     _Alignas(64) atomic_size_t put; /* written by the producer */
     _Alignas(64) atomic_size_t got; /* written by the consumer */
-    _Alignas(64) head *ring[RING];
+    _Alignas(64) tagged *ring[RING];
     unsigned id;
     uint64_t made, seen;
 } pair;
 
+/* One thread of a pair: its producer or its consumer. */
+typedef struct {
+    pair *q;
+    int consumer;
+} side;
+
 static uint64_t blocks;
-static pthread_barrier_t start;
 
-static head *make(rng_t *r, uint64_t *made) {
+static tagged *make(rng_t *r, uint64_t *made) {
     uint64_t k = rng_below(r, 100);
-    uint32_t size = (uint32_t)(k < 90   ? rng_range(r, 16, 256)
-                               : k < 99 ? rng_range(r, 257, 8192)
-                                        : rng_range(r, 8193, 262144));
-    head *h = xmalloc(size);
-    memset(h, (int)size, size < 64 ? size : 64);
-    h->size = size;
-    h->tag = rng_next(r) >> 8;
-    ((unsigned char *)h)[size - 1] = (unsigned char)h->tag;
-    *made += h->tag;
-    return h;
+    size_t size = (size_t)(k < 90   ? rng_range(r, 16, 256)
+                           : k < 99 ? rng_range(r, 257, 8192)
+                                    : rng_range(r, 8193, 262144));
+    uint64_t tag = rng_next(r) >> 8;
+    *made += tag;
+    return tagged_new(size, tag);
 }
 
-static void release(head *h, uint64_t *seen) {
-    if (((unsigned char *)h)[h->size - 1] != (unsigned char)h->tag) die("a block changed");
-    *seen += h->tag;
-    free(h);
-}
-
-static void *producer(void *arg) {
-    pair *q = arg;
+static void producer(pair *q) {
     rng_t r = rng_seed(300 + q->id);
-    pthread_barrier_wait(&start);
     size_t put = 0;
     while (put < blocks) {
         size_t room = RING - (put - atomic_load_explicit(&q->got, memory_order_acquire));
@@ -68,12 +56,9 @@ static void *producer(void *arg) {
         for (; room > 0 && put < blocks; room--, put++) q->ring[put % RING] = make(&r, &q->made);
         atomic_store_explicit(&q->put, put, memory_order_release);
     }
-    return NULL;
 }
 
-static void *consumer(void *arg) {
-    pair *q = arg;
-    pthread_barrier_wait(&start);
+static void consumer(pair *q) {
     size_t got = 0;
     while (got < blocks) {
         size_t put = atomic_load_explicit(&q->put, memory_order_acquire);
@@ -81,52 +66,56 @@ static void *consumer(void *arg) {
             sched_yield();
             continue;
         }
-        for (; got < put; got++) release(q->ring[got % RING], &q->seen);
+        for (; got < put; got++) q->seen += tagged_free(q->ring[got % RING]);
         atomic_store_explicit(&q->got, got, memory_order_release);
     }
-    return NULL;
 }
 
-static void *alone(void *arg) {
-    pair *q = arg;
+static void alone(pair *q) {
     rng_t r = rng_seed(300 + q->id);
     for (uint64_t done = 0; done < blocks;) {
         uint64_t n = blocks - done < RING ? blocks - done : RING;
         for (uint64_t i = 0; i < n; i++) q->ring[i] = make(&r, &q->made);
-        for (uint64_t i = 0; i < n; i++) release(q->ring[i], &q->seen);
+        for (uint64_t i = 0; i < n; i++) q->seen += tagged_free(q->ring[i]);
         done += n;
     }
+}
+
+static void *run(void *arg) {
+    side *s = arg;
+    pthread_barrier_wait(&bench_start);
+    if (s->consumer < 0)
+        alone(s->q);
+    else if (s->consumer)
+        consumer(s->q);
+    else
+        producer(s->q);
     return NULL;
 }
 
 int main(int argc, char **argv) {
-    blocks = arg_u64(argc, argv, 1, 3000000);
-    unsigned threads = (unsigned)arg_u64(argc, argv, 2, 2);
-    if (threads < 1) die("THREADS must be at least 1");
+    blocks = arg_u64(argc, argv, 1, 8000000);
+    unsigned threads = arg_threads(argc, argv, 2, 2);
     unsigned pairs = threads == 1 ? 1 : threads / 2;
     pair *qs = aligned_alloc(64, pairs * sizeof *qs);
     if (!qs) die("aligned_alloc returned NULL");
     memset(qs, 0, pairs * sizeof *qs);
-    pthread_t *t = xmalloc(2 * pairs * sizeof *t);
-    pthread_barrier_init(&start, NULL, threads == 1 ? 1 : 2 * pairs);
-    for (unsigned i = 0; i < pairs; i++) {
-        qs[i].id = i;
-        if (threads == 1) {
-            spawn(&t[0], alone, &qs[0]);
-        } else {
-            spawn(&t[2 * i], producer, &qs[i]);
-            spawn(&t[2 * i + 1], consumer, &qs[i]);
-        }
+    unsigned n = threads == 1 ? 1 : 2 * pairs;
+    side *sides = xmalloc(n * sizeof *sides);
+    for (unsigned i = 0; i < n; i++) {
+        qs[i / 2].id = i / 2;
+        sides[i].q = &qs[i / 2];
+        sides[i].consumer = threads == 1 ? -1 : (int)(i % 2);
     }
-    for (unsigned i = 0; i < (threads == 1 ? 1 : 2 * pairs); i++) join(t[i]);
+    run_threads(n, run, sides, sizeof *sides);
     uint64_t made = 0, seen = 0;
     for (unsigned i = 0; i < pairs; i++) {
         made += qs[i].made;
         seen += qs[i].seen;
     }
     free(qs);
-    free(t);
+    free(sides);
     if (made != seen) die("a block's tag changed between malloc and free");
-    result("prodcons", blocks, threads == 1 ? 1 : 2 * pairs, seen);
+    result("prodcons", blocks, n, seen);
     return 0;
 }

@@ -41,8 +41,7 @@ static void *run(void *arg) {
 
 int main(int argc, char **argv) {
     uint64_t total = arg_u64(argc, argv, 1, 20000);
-    unsigned threads = (unsigned)arg_u64(argc, argv, 2, 1);
-    if (threads < 1) die("THREADS must be at least 1");
+    unsigned threads = arg_threads(argc, argv, 2, 1);
     pthread_t *t = xmalloc(threads * sizeof *t);
     for (uint64_t i = 0; i < total; i += threads) {
         unsigned n = total - i < threads ? (unsigned)(total - i) : threads;

@@ -13,15 +13,10 @@
 
 static uint64_t pairs;
 static size_t sizes[TABLE];
-static pthread_barrier_t start;
-
-typedef struct {
-    uint64_t sum;
-} worker;
 
 static void *run(void *arg) {
-    worker *w = arg;
-    pthread_barrier_wait(&start);
+    sum_worker *w = arg;
+    pthread_barrier_wait(&bench_start);
     uint64_t sum = 0;
     for (uint64_t i = 0; i < pairs; i++) {
         size_t n = sizes[i % TABLE];
@@ -36,21 +31,9 @@ static void *run(void *arg) {
 
 int main(int argc, char **argv) {
     pairs = arg_u64(argc, argv, 1, 60000000);
-    unsigned threads = (unsigned)arg_u64(argc, argv, 2, 1);
-    if (threads < 1) die("THREADS must be at least 1");
+    unsigned threads = arg_threads(argc, argv, 2, 1);
     rng_t r = rng_seed(5);
     for (int i = 0; i < TABLE; i++) sizes[i] = (size_t)rng_range(&r, 8, 256);
-    worker *w = xcalloc(threads, sizeof *w);
-    pthread_t *t = xmalloc(threads * sizeof *t);
-    pthread_barrier_init(&start, NULL, threads);
-    for (unsigned i = 0; i < threads; i++) spawn(&t[i], run, &w[i]);
-    uint64_t sum = 0;
-    for (unsigned i = 0; i < threads; i++) {
-        join(t[i]);
-        sum += w[i].sum;
-    }
-    free(w);
-    free(t);
-    result("tight", pairs, threads, sum);
+    result("tight", pairs, threads, sum_threads(threads, run));
     return 0;
 }

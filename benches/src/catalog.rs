@@ -75,6 +75,15 @@ const fn c(source: &'static str, extra: &'static [&'static str]) -> Kind {
     }
 }
 
+const fn larson(extra: &'static [&'static str]) -> Kind {
+    Kind::Program {
+        source: "larson.cc",
+        lang: Lang::Cxx,
+        extra,
+        libs: &[],
+    }
+}
+
 /// Every workload, in the order they run and print.
 pub const WORKLOADS: &[Workload] = &[
     Workload {
@@ -112,12 +121,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "larson",
         about: "server simulation in C++: lanes of short-lived threads replace objects of 16-1024 B, 1 in 5 in another lane; unsized delete",
-        kind: Kind::Program {
-            source: "larson.cc",
-            lang: Lang::Cxx,
-            extra: &["unsized"],
-            libs: &[],
-        },
+        kind: larson(&["unsized"]),
         unit: "replacements per thread",
         size: 4_000_000,
         quick: 100_000,
@@ -126,12 +130,7 @@ pub const WORKLOADS: &[Workload] = &[
     Workload {
         name: "larson-sized",
         about: "the same with C++14 sized operator delete(void *, size_t)",
-        kind: Kind::Program {
-            source: "larson.cc",
-            lang: Lang::Cxx,
-            extra: &["sized"],
-            libs: &[],
-        },
+        kind: larson(&["sized"]),
         unit: "replacements per thread",
         size: 4_000_000,
         quick: 100_000,
@@ -160,7 +159,7 @@ pub const WORKLOADS: &[Workload] = &[
         about: "each thread keeps 100,000 live blocks of 16 B-4 KiB and replaces random ones",
         kind: c("live.c", &[]),
         unit: "replacements per thread",
-        size: 2_000_000,
+        size: 1_000_000,
         quick: 50_000,
         threads: true,
     },
@@ -223,7 +222,7 @@ pub const WORKLOADS: &[Workload] = &[
         about: "Rust: Box<[u8; 32]> new + drop in a loop through GlobalAlloc (sizes known at free)",
         kind: Kind::Rust(workloads::small_fixed),
         unit: "pairs",
-        size: 100_000_000,
+        size: 50_000_000,
         quick: 2_000_000,
         threads: false,
     },

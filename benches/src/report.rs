@@ -146,49 +146,24 @@ pub fn render(res: &Results, header: &Header) -> String {
     );
     let mut headers = vec!["workload"];
     headers.extend(&names);
-    let body: Vec<Vec<String>> = res
-        .cases
-        .iter()
-        .enumerate()
-        .map(|(c, case)| {
-            let mut row = vec![case.name.clone()];
-            row.extend(
-                res.cells[c]
-                    .iter()
-                    .map(|cell| match (cell.time(), cell.spread()) {
-                        (Some(t), Some(s)) if res.rounds > 1 => {
-                            format!("{} ±{:.0}%", ms(t), s * 100.0)
-                        }
-                        (Some(t), _) => ms(t),
-                        _ if !cell.failures.is_empty() => "FAIL".into(),
-                        _ => "-".into(),
-                    }),
-            );
-            row
-        })
-        .collect();
-    r.push_str(&table(&headers, &body));
+    let rounds = res.rounds;
+    r.push_str(&cell_table(res, &headers, |cell| {
+        match (cell.time(), cell.spread()) {
+            (Some(t), Some(s)) if rounds > 1 => format!("{} ±{:.0}%", ms(t), s * 100.0),
+            (Some(t), _) => ms(t),
+            _ if !cell.failures.is_empty() => "FAIL".into(),
+            _ => "-".into(),
+        }
+    }));
 
     // Peak RSS.
     let _ = writeln!(
         r,
         "\n## Peak RSS\n\n`ru_maxrss` of the process (`wait4`), median of the rounds.\n"
     );
-    let body: Vec<Vec<String>> = res
-        .cases
-        .iter()
-        .enumerate()
-        .map(|(c, case)| {
-            let mut row = vec![case.name.clone()];
-            row.extend(
-                res.cells[c]
-                    .iter()
-                    .map(|cell| cell.rss().map_or("-".into(), |k| fmt_bytes(k * 1024))),
-            );
-            row
-        })
-        .collect();
-    r.push_str(&table(&headers, &body));
+    r.push_str(&cell_table(res, &headers, |cell| {
+        cell.rss().map_or("-".into(), |k| fmt_bytes(k * 1024))
+    }));
 
     // Ratios.
     let _ = writeln!(
@@ -331,6 +306,22 @@ pub fn render(res: &Results, header: &Header) -> String {
     r
 }
 
+/// A table with one row per case and one cell per allocator, `cell`'s
+/// text.
+fn cell_table(res: &Results, headers: &[&str], cell: impl Fn(&Cell) -> String) -> String {
+    let body: Vec<Vec<String>> = res
+        .cases
+        .iter()
+        .zip(&res.cells)
+        .map(|(case, cells)| {
+            let mut row = vec![case.name.clone()];
+            row.extend(cells.iter().map(&cell));
+            row
+        })
+        .collect();
+    table(headers, &body)
+}
+
 /// Time at N threads over time at 1 thread, per allocator (the work is
 /// per thread: up to the CPU count the ideal is 1.00).
 fn scaling(r: &mut String, res: &Results, headers: &[&str]) {
@@ -372,20 +363,10 @@ fn faults(r: &mut String, res: &Results, headers: &[&str]) {
         r,
         "\n## Minor page faults\n\nMedian per run, in thousands.\n"
     );
-    let body: Vec<Vec<String>> = res
-        .cases
-        .iter()
-        .enumerate()
-        .map(|(c, case)| {
-            let mut row = vec![case.name.clone()];
-            row.extend(res.cells[c].iter().map(|cell| {
-                cell.faults()
-                    .map_or("-".into(), |f| fmt_count(f.div_ceil(1000)))
-            }));
-            row
-        })
-        .collect();
-    r.push_str(&table(headers, &body));
+    r.push_str(&cell_table(res, headers, |cell| {
+        cell.faults()
+            .map_or("-".into(), |f| fmt_count(f.div_ceil(1000)))
+    }));
 }
 
 /// The Rust workloads' `NOTE`s (fragmentation's RSS at each phase).
@@ -433,6 +414,18 @@ fn notes(r: &mut String, res: &Results, headers: &[&str]) {
     r.push_str(&table(headers, &body));
 }
 
+/// The first columns of both CSV files: what was run, and on what.
+fn key_columns(case: &crate::runner::Case, alloc: &str) -> String {
+    format!(
+        "{},{},{},{},{},{alloc}",
+        case.name,
+        case.workload.map_or("cmd", |w| w.name),
+        case.workload.map_or("", |w| w.language()),
+        case.threads.unwrap_or(1),
+        case.size,
+    )
+}
+
 /// `runs.csv`: one line per run.
 pub fn runs_csv(res: &Results) -> String {
     let mut s = String::from(
@@ -443,13 +436,8 @@ pub fn runs_csv(res: &Results) -> String {
             for x in &res.cells[c][a].samples {
                 let _ = writeln!(
                     s,
-                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                    case.name,
-                    case.workload.map_or("cmd", |w| w.name),
-                    case.workload.map_or("", |w| w.language()),
-                    case.threads.unwrap_or(1),
-                    case.size,
-                    alloc.name,
+                    "{},{},{},{},{},{},{},{},{}",
+                    key_columns(case, alloc.name),
                     x.round,
                     x.position,
                     x.run.wall_ns,
@@ -479,13 +467,8 @@ pub fn summary_csv(res: &Results) -> String {
             let optf = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                case.name,
-                case.workload.map_or("cmd", |w| w.name),
-                case.workload.map_or("", |w| w.language()),
-                case.threads.unwrap_or(1),
-                case.size,
-                alloc.name,
+                "{},{},{},{},{},{},{},{},{},{},{}",
+                key_columns(case, alloc.name),
                 cell.samples.len(),
                 cell.failures.len(),
                 opt(cell.time()),

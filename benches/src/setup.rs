@@ -184,9 +184,18 @@ fn compile(dir: &Path, notes: &mut Vec<String>) -> (Option<PathBuf>, Vec<&'stati
         if exe.is_file() && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
             continue;
         }
+        // The header is written once, before the first compiler starts:
+        // rewriting it under a running compiler would truncate it there.
+        let header_path = src.join("bench.h");
         let written = std::fs::create_dir_all(&src)
-            .and_then(|()| std::fs::write(src.join(source), text))
-            .and_then(|()| std::fs::write(src.join("bench.h"), header));
+            .and_then(|()| {
+                if header_path.exists() {
+                    Ok(())
+                } else {
+                    std::fs::write(&header_path, header)
+                }
+            })
+            .and_then(|()| std::fs::write(src.join(source), text));
         if let Err(e) = written {
             notes.push(format!("cannot write {source}: {e}"));
             missing.push(source);

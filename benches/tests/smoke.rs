@@ -52,9 +52,9 @@ fn every_workload_on_every_allocator() {
     );
 }
 
-#[test]
-fn a_result_that_differs_from_glibc_fails_the_run() {
-    // The preload differs per column, so the output does too.
+/// Runs the shell command `cmd` on glibc and mapalloc: the run must fail
+/// (exit 1) and the report say `why`.
+fn fails(cmd: &str, why: &str) {
     let o = harness(&[
         "--allocs",
         "glibc,mapalloc",
@@ -62,27 +62,22 @@ fn a_result_that_differs_from_glibc_fails_the_run() {
         "1",
         "--no-write",
         "--cmd",
-        "echo \"$LD_PRELOAD\"",
+        cmd,
     ]);
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("result differs"), "{out}");
+    assert!(out.contains(why), "{out}");
+}
+
+#[test]
+fn a_result_that_differs_from_glibc_fails_the_run() {
+    // The preload differs per column, so the output does too.
+    fails("echo \"$LD_PRELOAD\"", "result differs");
 }
 
 #[test]
 fn a_crash_fails_the_run() {
-    let o = harness(&[
-        "--allocs",
-        "glibc,mapalloc",
-        "--rounds",
-        "1",
-        "--no-write",
-        "--cmd",
-        "kill -SEGV $$",
-    ]);
-    let (out, _) = text(&o);
-    assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("signal 11"), "{out}");
+    fails("kill -SEGV $$", "signal 11");
 }
 
 #[test]
