@@ -355,10 +355,12 @@ fn run(args: &[String], o: &Opts) -> Result<i32, String> {
         allocs.len(),
         cases.len() * allocs.len() * rounds
     );
+    // Read before the runs: the commit is the one built, whatever is
+    // edited while they go on.
+    let mut lines = machine_lines();
     let deadline = o.deadline.map(|s| start + Duration::from_secs(s));
     let results = runner::run_all(cases, allocs, rounds, &o.env, limit, deadline);
 
-    let mut lines = machine_lines();
     lines.push(format!(
         "1-minute load average: {} before, {} after{}",
         load_before.map_or("?".into(), |l| format!("{l:.2}")),
