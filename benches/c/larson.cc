@@ -88,7 +88,7 @@ static void *lane_main(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    uint64_t size = arg_u64(argc, argv, 1, 4000000);
+    uint64_t size = arg_u64(argc, argv, 1, 8000000);
     unsigned threads = arg_threads(argc, argv, 2, 2);
     const char *mode = argc > 3 ? argv[3] : "unsized";
     if (strcmp(mode, "sized") != 0 && strcmp(mode, "unsized") != 0)

@@ -129,7 +129,7 @@ static set level(set *cur, uint64_t *sum, uint64_t *primes) {
 }
 
 int main(int argc, char **argv) {
-    uint64_t size = arg_u64(argc, argv, 1, 300);
+    uint64_t size = arg_u64(argc, argv, 1, 600);
     rng_t r = rng_seed(7);
     uint64_t sum = 0, primes = 0;
     for (uint64_t round = 0; round < size; round++) {

@@ -46,7 +46,7 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    steps = arg_u64(argc, argv, 1, 1500000);
+    steps = arg_u64(argc, argv, 1, 2500000);
     unsigned threads = arg_threads(argc, argv, 2, 2);
     nslots = (size_t)SLOTS_PER_THREAD * threads;
     slots = xcalloc(nslots, sizeof *slots);

@@ -100,7 +100,7 @@ pub const WORKLOADS: &[Workload] = &[
         about: "logic minimisation (Quine-McCluskey): cubes, list nodes, hash chains and arrays of mixed small sizes",
         kind: c("minimiser.c", &[]),
         unit: "functions",
-        size: 300,
+        size: 600,
         quick: 10,
         threads: false,
     },
@@ -123,7 +123,7 @@ pub const WORKLOADS: &[Workload] = &[
         about: "server simulation in C++: lanes of short-lived threads replace objects of 16-1024 B, 1 in 5 in another lane; unsized delete",
         kind: larson(&["unsized"]),
         unit: "replacements per thread",
-        size: 4_000_000,
+        size: 8_000_000,
         quick: 100_000,
         threads: true,
     },
@@ -132,7 +132,7 @@ pub const WORKLOADS: &[Workload] = &[
         about: "the same with C++14 sized operator delete(void *, size_t)",
         kind: larson(&["sized"]),
         unit: "replacements per thread",
-        size: 4_000_000,
+        size: 8_000_000,
         quick: 100_000,
         threads: true,
     },
@@ -150,7 +150,7 @@ pub const WORKLOADS: &[Workload] = &[
         about: "threads swap blocks of 16 B-16 KiB into random slots of a shared array and free what they take out",
         kind: c("xsizes.c", &[]),
         unit: "steps per thread",
-        size: 1_500_000,
+        size: 2_500_000,
         quick: 50_000,
         threads: true,
     },
@@ -240,7 +240,7 @@ pub const WORKLOADS: &[Workload] = &[
         about: "Rust: each thread replaces random blocks of its own 512-block window of 16-512 B",
         kind: Kind::Rust(workloads::window),
         unit: "replacements per thread",
-        size: 10_000_000,
+        size: 15_000_000,
         quick: 200_000,
         threads: true,
     },
@@ -300,6 +300,26 @@ pub const SOURCES: &[(&str, &str)] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn programs_default_to_the_table_size() {
+        // `prog` with no SIZE (by hand) does what the harness runs.
+        for w in WORKLOADS {
+            let Kind::Program { source, .. } = w.kind else {
+                continue;
+            };
+            let text = SOURCES
+                .iter()
+                .find(|(f, _)| *f == source)
+                .map_or("", |(_, t)| t);
+            let default: Option<u64> = text
+                .split("arg_u64(argc, argv, 1, ")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .and_then(|n| n.parse().ok());
+            assert_eq!(default, Some(w.size), "{}: {source}'s default SIZE", w.name);
+        }
+    }
 
     #[test]
     fn names_are_unique_and_sources_known() {
