@@ -372,8 +372,9 @@ fn run(args: &[String], o: &Opts) -> Result<i32, String> {
         }
     ));
     lines.push(format!(
-        "{} rounds; each run a fresh process; sizes: {}{}",
+        "{} round{}; each run a fresh process; sizes: {}{}",
         rounds,
+        if rounds == 1 { "" } else { "s" },
         if o.quick {
             "quick (smoke run: these times mean nothing)"
         } else {

@@ -80,6 +80,9 @@ fn ratio(a: Option<u64>, b: Option<u64>) -> Option<f64> {
     Some(a? as f64 / b?.max(1) as f64)
 }
 
+/// What a ratio compares: [`Cell::time`] (wall) or [`Cell::cpu`].
+type Metric = fn(&Cell) -> Option<u64>;
+
 impl Results {
     fn time(&self, case: usize, alloc: &str) -> Option<u64> {
         self.cell(case, alloc)?.time()
@@ -89,18 +92,19 @@ impl Results {
         self.cell(case, alloc)?.rss()
     }
 
-    /// The ratios of case `c`.
-    pub fn ratios(&self, c: usize) -> Ratios {
+    /// The ratios of case `c`, of `metric`.
+    pub fn ratios(&self, c: usize, metric: Metric) -> Ratios {
+        let t = |alloc: &str| self.cell(c, alloc).and_then(metric);
         let best = DEFAULT_PEERS
             .iter()
-            .filter_map(|p| Some((self.time(c, p)?, *p)))
+            .filter_map(|p| Some((t(p)?, *p)))
             .min_by_key(|(t, _)| *t);
-        let m = self.time(c, "mapalloc");
-        let h = self.time(c, "mapalloc-hardened");
+        let m = t("mapalloc");
+        let h = t("mapalloc-hardened");
         Ratios {
             vs_best: best.and_then(|(t, p)| Some((ratio(m, Some(t))?, p))),
-            vs_glibc: ratio(m, self.time(c, "glibc")),
-            hardened_vs_secure: ratio(h, self.time(c, "mimalloc-secure")),
+            vs_glibc: ratio(m, t("glibc")),
+            hardened_vs_secure: ratio(h, t("mimalloc-secure")),
             hardened_vs_default: ratio(h, m),
             rss_vs_mimalloc: ratio(self.rss(c, "mapalloc"), self.rss(c, "mimalloc")),
         }
@@ -165,12 +169,52 @@ pub fn render(res: &Results, header: &Header) -> String {
         cell.rss().map_or("-".into(), |k| fmt_bytes(k * 1024))
     }));
 
-    // Ratios.
+    ratio_section(
+        &mut r,
+        res,
+        Cell::time,
+        "Ratios",
+        "Median wall time over median wall time (below 1: the first is faster)",
+    );
+    ratio_section(
+        &mut r,
+        res,
+        Cell::cpu,
+        "Ratios of CPU time",
+        "The same from the median CPU time (user + system, all threads) of each run: on a shared machine a process that waits for a CPU gains wall time but not CPU time, so these move less with the load; spinning and page-fault work count",
+    );
     let _ = writeln!(
         r,
-        "\n## Ratios\n\nMedian time over median time (below 1: the first is faster). `best peer` is the fastest of glibc, jemalloc, tcmalloc and mimalloc on that row; `RSS / mimalloc` compares peak RSS.\n"
+        "\n## CPU time\n\nMedian user + system time of the rounds, in ms.\n"
     );
-    let all: Vec<Ratios> = (0..res.cases.len()).map(|c| res.ratios(c)).collect();
+    r.push_str(&cell_table(res, &headers, |cell| {
+        cell.cpu().map_or("-".into(), ms)
+    }));
+
+    scaling(&mut r, res, &headers);
+    faults(&mut r, res, &headers);
+    notes(&mut r, res, &headers);
+
+    let failures = res.failures();
+    if !failures.is_empty() {
+        let _ = writeln!(r, "\n## Failures\n");
+        for f in failures {
+            let _ = writeln!(r, "- {}", f.replace('\n', " / "));
+        }
+    }
+    r
+}
+
+/// A ratio table of `metric` (one row per case, geometric means, worst
+/// cases) and the issue's targets checked against it.
+fn ratio_section(r: &mut String, res: &Results, metric: Metric, title: &str, what: &str) {
+    let _ = writeln!(
+        r,
+        "\n## {title}\n\n{what}. `best peer` is the fastest of glibc, jemalloc, tcmalloc and mimalloc on that row; `RSS / mimalloc` compares peak RSS.\n"
+    );
+    let all: Vec<Ratios> = (0..res.cases.len())
+        .map(|c| res.ratios(c, metric))
+        .collect();
     let rheaders = [
         "workload",
         "mapalloc / best peer",
@@ -221,8 +265,7 @@ pub fn render(res: &Results, header: &Header) -> String {
     );
     r.push_str(&table(&rheaders, &body));
 
-    // Targets.
-    let _ = writeln!(r, "\n## Targets (issue 17)\n");
+    let _ = writeln!(r, "\n### Targets (issue 17), from these ratios\n");
     let over = |pick: &dyn Fn(&Ratios) -> Option<f64>, limit: f64| -> Vec<String> {
         res.cases
             .iter()
@@ -250,60 +293,47 @@ pub fn render(res: &Results, header: &Header) -> String {
             r.push('\n');
         };
     target(
-        &mut r,
+        r,
         "default: geomean of mapalloc / best peer <= 1.0",
         geomean(&best),
         1.0,
         vec![],
     );
     target(
-        &mut r,
+        r,
         "default: every mapalloc / best peer <= 1.2",
         max(&best),
         1.2,
         over(&|x| x.vs_best.map(|b| b.0), 1.2),
     );
     target(
-        &mut r,
+        r,
         "default: no workload slower than glibc",
         max(&glibc),
         1.0,
         over(&|x| x.vs_glibc, 1.0),
     );
     target(
-        &mut r,
+        r,
         "default: geomean of peak RSS / mimalloc's <= 1.1",
         geomean(&rss),
         1.1,
         vec![],
     );
     target(
-        &mut r,
+        r,
         "hardened: faster than mimalloc-secure on every workload",
         max(&secure),
         1.0,
         over(&|x| x.hardened_vs_secure, 1.0),
     );
     target(
-        &mut r,
+        r,
         "hardened: at most 2x the default on every workload",
         max(&default),
         2.0,
         over(&|x| x.hardened_vs_default, 2.0),
     );
-
-    scaling(&mut r, res, &headers);
-    faults(&mut r, res, &headers);
-    notes(&mut r, res, &headers);
-
-    let failures = res.failures();
-    if !failures.is_empty() {
-        let _ = writeln!(r, "\n## Failures\n");
-        for f in failures {
-            let _ = writeln!(r, "- {}", f.replace('\n', " / "));
-        }
-    }
-    r
 }
 
 /// A table with one row per case and one cell per allocator, `cell`'s
