@@ -23,7 +23,7 @@ process, round-robin, and prints and writes the report.
 
   --only W1,W2      only these workloads (default: all; --list names them)
   --allocs A1,A2    only these columns (default: all that are present)
-  --rounds N        rounds per case (default 3; 1 with --quick)
+  --rounds N        rounds per case (default 5; 1 with --quick)
   --threads 1,2,4   thread counts of the workloads that take one (default:
                     1, 2, then powers of two up to the CPU count, and it)
   --quick           smoke run: small sizes, 1 round, nothing written
@@ -347,7 +347,7 @@ fn run(args: &[String], o: &Opts) -> Result<i32, String> {
             }
         }
     }
-    let rounds = o.rounds.unwrap_or(if o.quick { 1 } else { 3 });
+    let rounds = o.rounds.unwrap_or(if o.quick { 1 } else { 5 });
     let limit = Duration::from_secs(o.timeout.unwrap_or(600));
     eprintln!(
         "harness: {} cases x {} allocators x {rounds} rounds = {} runs",
