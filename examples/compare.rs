@@ -19,24 +19,43 @@
 //!    sorts the vocabulary and the top words, builds a JSON-like report, joins
 //!    the per-line records, checksums everything and drops it all.
 //!
-//! The binary's global allocator is `common::Switch` (see
-//! `benches/common/mod.rs`): the parent re-executes itself once with
-//! `MAPALLOC_BENCH_ALLOC=mapalloc` and once with `MAPALLOC_BENCH_ALLOC=system`,
-//! each child runs the job 3 times, and the parent prints the median times,
-//! peak RSS, RSS after freeing everything, checks that both children computed
-//! the same checksum (exiting with an error if not), and finally prints
-//! `mapalloc::stats()` from the MapAlloc child.
+//! The binary's global allocator is the benchmark harness's `Switch`
+//! (`benches/src/switch.rs`, included below with the harness's generator,
+//! formatting and process measurement): the parent re-executes itself with
+//! `MAPALLOC_BENCH_ALLOC=mapalloc` and with `MAPALLOC_BENCH_ALLOC=system`,
+//! alternating, 3 times each, one job per process; it prints the median
+//! times, peak RSS and RSS after freeing everything, checks that every child
+//! computed the same checksum (exiting with an error if not), and finally
+//! prints `mapalloc::stats()` from a MapAlloc child. The full comparison,
+//! with jemalloc, tcmalloc, mimalloc and the hardened modes, is `cargo
+//! bench` (`benches/README.md`).
 
-#[path = "../benches/common/mod.rs"]
-mod common;
+#[allow(dead_code)] // shared with the harness, which uses all of it
+#[path = "../benches/src/fmt.rs"]
+mod fmt;
+#[allow(dead_code)] // shared with the harness, which uses all of it
+#[path = "../benches/src/proc.rs"]
+mod proc;
+#[allow(dead_code)] // shared with the harness, which uses all of it
+#[path = "../benches/src/rng.rs"]
+mod rng;
+#[allow(dead_code)] // shared with the harness, which uses all of it
+#[path = "../benches/src/switch.rs"]
+mod switch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::process::Command;
 use std::thread;
+use std::time::Duration;
 
-use common::{Alloc, Outcome, Rng};
+use fmt::{fmt_bytes, fmt_count, fmt_ns, table};
+use rng::{Rng, fnv1a};
+use switch::Choice;
 
-const WORKLOAD: &str = "word-index";
+#[global_allocator]
+static GLOBAL: switch::Switch = switch::Switch::new();
+
 const THREADS: u32 = 2;
 const WORDS_PER_THREAD: usize = 1_000_000;
 const VOCABULARY: usize = 40_000;
@@ -172,8 +191,8 @@ fn index_half(thread: u32, vocab: &[String]) -> Partial {
     }
 }
 
-/// Runs the whole job once; returns the outcome and a one-line summary.
-fn word_index() -> (Outcome, String) {
+/// Runs the whole job once; returns its checksum and a one-line summary.
+fn word_index() -> (u64, String) {
     let vocab = vocabulary();
     let mut parts: Vec<Partial> = thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
@@ -266,62 +285,67 @@ fn word_index() -> (Outcome, String) {
     let mut records = merged.records.join("\n");
     records.push('\n');
 
-    let mut checksum = common::fnv1a(0, report.as_bytes());
-    checksum = common::fnv1a(checksum, records.as_bytes());
+    let mut checksum = fnv1a(0, report.as_bytes());
+    checksum = fnv1a(checksum, records.as_bytes());
     for (w, n) in &merged.counts {
-        checksum = common::fnv1a(checksum, w.as_bytes()) ^ n;
+        checksum = fnv1a(checksum, w.as_bytes()) ^ n;
     }
     let summary = format!(
         "{} words, {} distinct, {} distinct bigrams, most frequent {:?} x {}, report {}, records {}",
-        common::fmt_count(merged.words),
-        common::fmt_count(sorted.len() as u64),
-        common::fmt_count(merged.bigrams.len() as u64),
+        fmt_count(merged.words),
+        fmt_count(sorted.len() as u64),
+        fmt_count(merged.bigrams.len() as u64),
         top[0].0,
-        common::fmt_count(top[0].1),
-        common::fmt_bytes(report.len() as u64),
-        common::fmt_bytes(records.len() as u64),
+        fmt_count(top[0].1),
+        fmt_bytes(report.len() as u64),
+        fmt_bytes(records.len() as u64),
     );
-    (
-        Outcome {
-            ops: merged.words,
-            checksum,
-        },
-        summary,
-    )
+    (checksum, summary)
 }
 
 // ---------------------------------------------------------------------------
 // Child and parent
 // ---------------------------------------------------------------------------
 
-fn child(alloc: Alloc, args: &[String]) {
-    if args.first().map(String::as_str) != Some(WORKLOAD) {
-        eprintln!("error: expected workload `{WORKLOAD}`, got {args:?}");
-        std::process::exit(2);
+/// One job on the allocator the switch was told to use; prints the
+/// checksum, the summary, the RSS once everything is freed and after
+/// handing free memory back, and (on mapalloc) the stats.
+fn child() {
+    let (checksum, summary) = word_index();
+    let end = proc::rss_kib();
+    let on_mapalloc = switch::active() == Choice::MapAlloc;
+    let stats = on_mapalloc.then(mapalloc::stats);
+    if on_mapalloc {
+        mapalloc::collect();
+    } else {
+        // SAFETY: malloc_trim only releases free memory held by glibc
+        // malloc; it is safe to call at any time.
+        unsafe { libc::malloc_trim(0) };
     }
-    let mut summary = String::new();
-    let (times, out) = common::measure(RUNS, || {
-        let (out, s) = word_index();
-        summary = s;
-        out
-    });
-    // Everything the job allocated has been freed by now (except `summary`).
-    let stats = (alloc == Alloc::MapAlloc).then(mapalloc::stats);
-    common::Measurement::finish(WORKLOAD, times, out).emit();
+    println!("checksum={checksum:016x}");
     println!("SUMMARY {summary}");
+    println!("RSS {end} {}", proc::rss_kib());
     if let Some(stats) = stats {
-        for line in common::stats_lines(&stats) {
-            println!("STATS {line}");
-        }
         for line in format!("{stats:#?}").lines() {
             println!("STATS {line}");
         }
     }
 }
 
+fn tagged<'a>(stdout: &'a str, tag: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    stdout
+        .lines()
+        .filter_map(move |l| l.strip_prefix(tag)?.strip_prefix(' '))
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
 fn main() {
-    if let Some((alloc, args)) = common::child_mode() {
-        child(alloc, &args);
+    if switch::requested().is_some() {
+        child();
         return;
     }
     if cfg!(debug_assertions) {
@@ -329,93 +353,132 @@ fn main() {
             "warning: this is a debug build; timings are meaningless. Use `cargo run --release --example compare`."
         );
     }
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "mapalloc example: word index over a synthetic corpus ({} words, {THREADS} threads)",
-        common::fmt_count(WORDS_PER_THREAD as u64 * u64::from(THREADS))
+        fmt_count(WORDS_PER_THREAD as u64 * u64::from(THREADS))
     );
     println!("reproduce with: cargo run --release --example compare");
-    println!("{}", common::machine_line());
     println!(
-        "each allocator runs the job {RUNS} times in its own process (MAPALLOC_BENCH_ALLOC=mapalloc|system)"
+        "{cpus} CPUs, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    println!(
+        "each allocator runs the job {RUNS} times, one process each, alternating (MAPALLOC_BENCH_ALLOC=mapalloc|system)"
     );
     println!();
 
-    let mut outs = Vec::new();
-    for alloc in Alloc::ALL {
-        eprint!("running on {:<9}... ", alloc.label());
-        match common::run_child(alloc, &[WORKLOAD]) {
-            Ok(o) => {
-                eprintln!("median {}", common::fmt_ns(o.result.median_ns()));
-                outs.push(o);
-            }
-            Err(e) => {
-                eprintln!("FAILED\n{e}");
-                std::process::exit(1);
+    let exe = std::env::current_exe().expect("current_exe");
+    let allocs = [(Choice::MapAlloc, "mapalloc"), (Choice::System, "glibc")];
+    let mut runs: Vec<Vec<proc::Run>> = vec![Vec::new(), Vec::new()];
+    for round in 0..RUNS {
+        for (i, (choice, label)) in allocs.iter().enumerate() {
+            eprint!("round {}/{RUNS} on {label:<9}... ", round + 1);
+            let mut cmd = Command::new(&exe);
+            cmd.env(switch::ENV_VAR, choice.env_value())
+                .env_remove("MAPALLOC_HARDENED")
+                .env_remove("LD_PRELOAD");
+            match proc::run(&mut cmd, Duration::from_secs(600)) {
+                Ok(r) if r.ok() => {
+                    eprintln!("{}", fmt_ns(r.wall_ns));
+                    runs[i].push(r);
+                }
+                Ok(r) => {
+                    eprintln!("FAILED ({})\n{}", r.exit, r.stderr);
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    eprintln!("FAILED: {e}");
+                    std::process::exit(1);
+                }
             }
         }
     }
-    let (m, s) = (&outs[0].result, &outs[1].result);
 
-    let kib = |k: u64| common::fmt_bytes(k * 1024);
-    let rows: Vec<Vec<String>> = Alloc::ALL
+    let kib = |k: u64| fmt_bytes(k * 1024);
+    let key = |r: &proc::Run| {
+        r.stdout
+            .lines()
+            .find(|l| l.starts_with("checksum="))
+            .unwrap_or("")
+            .to_string()
+    };
+    let rss = |r: &proc::Run| -> (u64, u64) {
+        let mut it = tagged(&r.stdout, "RSS")
+            .next()
+            .unwrap_or("0 0")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0));
+        (it.next().unwrap_or(0), it.next().unwrap_or(0))
+    };
+    let mut medians = Vec::new();
+    let rows: Vec<Vec<String>> = allocs
         .iter()
-        .zip(&outs)
-        .map(|(a, o)| {
-            let r = &o.result;
+        .zip(&runs)
+        .map(|((_, label), rs)| {
+            let mut t: Vec<u64> = rs.iter().map(|r| r.wall_ns).collect();
+            let m = median(&mut t);
+            medians.push(m);
+            let mut peak: Vec<u64> = rs.iter().map(|r| r.max_rss_kib).collect();
+            let (end, released) = rss(&rs[0]);
             vec![
-                a.label().to_string(),
-                common::fmt_ns(r.median_ns()),
-                common::fmt_ns(r.best_ns()),
-                common::fmt_rate(r.ops_per_sec()).replace("/s", " words/s"),
-                kib(r.peak_rss_kib),
-                kib(r.end_rss_kib),
-                kib(r.trimmed_rss_kib),
-                format!("{:016x}", r.checksum),
+                label.to_string(),
+                fmt_ns(m),
+                fmt_ns(t[0]),
+                kib(median(&mut peak)),
+                kib(end),
+                kib(released),
+                key(&rs[0]).trim_start_matches("checksum=").to_string(),
             ]
         })
         .collect();
-    common::print_table(
-        &[
-            "allocator",
-            "median",
-            "best",
-            "throughput",
-            "peak RSS",
-            "RSS after free",
-            "after collect/trim",
-            "checksum",
-        ],
-        &rows,
+    print!(
+        "{}",
+        table(
+            &[
+                "allocator",
+                "median",
+                "best",
+                "peak RSS",
+                "RSS after free",
+                "after collect/trim",
+                "checksum",
+            ],
+            &rows,
+        )
     );
     println!();
     println!(
-        "mapalloc vs glibc: {} (glibc median / mapalloc median)",
-        common::fmt_ratio(m.median_ns(), s.median_ns())
+        "mapalloc / glibc: {:.2} (median time over median time; below 1 mapalloc is faster)",
+        medians[0] as f64 / medians[1].max(1) as f64
     );
 
-    if m.checksum != s.checksum || m.ops != s.ops {
-        eprintln!(
-            "\nERROR: the two allocators computed different results! mapalloc: {} words, checksum {:016x}; glibc: {} words, checksum {:016x}",
-            m.ops, m.checksum, s.ops, s.checksum
-        );
+    let want = key(&runs[0][0]);
+    if runs.iter().flatten().any(|r| key(r) != want) {
+        eprintln!("\nERROR: the allocators computed different results:");
+        for ((_, label), rs) in allocs.iter().zip(&runs) {
+            for r in rs {
+                eprintln!("  {label}: {}", key(r));
+            }
+        }
         std::process::exit(1);
     }
-    println!(
-        "results identical on both allocators (checksum {:016x}):",
-        m.checksum
-    );
-    for l in outs[0].tagged("SUMMARY") {
+    println!("results identical on both allocators ({want}):");
+    for l in tagged(&runs[0][0].stdout, "SUMMARY") {
         println!("  {l}");
     }
     println!();
-    println!("RSS after free: VmRSS once the job has dropped everything;");
-    println!("after collect/trim: VmRSS after then calling mapalloc::collect() / malloc_trim(0)");
+    println!(
+        "peak RSS: ru_maxrss of the child; RSS after free: once the job has dropped everything;"
+    );
+    println!("after collect/trim: after then calling mapalloc::collect() / malloc_trim(0)");
 
     println!();
     println!(
-        "mapalloc::stats() at the end of the MapAlloc run (everything freed, before collect()):"
+        "mapalloc::stats() at the end of a MapAlloc run (everything freed, before collect()):"
     );
-    for l in outs[0].tagged("STATS") {
+    for l in tagged(&runs[0][0].stdout, "STATS") {
         println!("{l}");
     }
 }

@@ -1,0 +1,10 @@
+//! `N` alloc+free pairs of a 32-byte block with mapalloc as the global
+//! allocator; see `mapalloc_bench::pairs` and `benches/callgrind.sh`.
+
+#[global_allocator]
+static GLOBAL: mapalloc::MapAlloc = mapalloc::MapAlloc::new();
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    mapalloc_bench::pairs::main(&GLOBAL, "pairs-mapalloc", &args);
+}
