@@ -64,6 +64,10 @@ pub(crate) struct Segment {
     pub(crate) dirty_mask: u64,
     /// Bit i: page i is known to read as zero.
     pub(crate) zero_mask: u64,
+    /// For the kind of slab that uses it (hardened mode: bit i, the last OS
+    /// page of page i is `PROT_NONE`, a slab's guard). Kept across the
+    /// segment cache, since the pages keep their protection.
+    pub(crate) kind_mask: u64,
     /// When the dirty pages should be purged (coarse ms clock).
     pub(crate) purge_at: u64,
     pub(crate) pages: [Page; PAGES],
@@ -108,13 +112,13 @@ impl Segment {
     /// `owner`. Null if the OS refuses memory. (The process has one mode,
     /// so a cached segment was made with the same `slab_pages`.)
     pub(crate) fn acquire(owner: *mut u8, slab_pages: u64, fresh: fn(*mut Segment) -> bool) -> *mut Segment {
-        let (seg, dirty, zero) = match SEGMENT_CACHE.take() {
+        let (seg, dirty, zero, kind) = match SEGMENT_CACHE.take() {
             // SAFETY: a cached segment is ours alone; its header is intact.
-            Some(s) => unsafe { (s, (*s).dirty_mask, (*s).zero_mask) },
+            Some(s) => unsafe { (s, (*s).dirty_mask, (*s).zero_mask, (*s).kind_mask) },
             None => match os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0) {
                 Some(p) if fresh(p.as_ptr().cast()) && registry::insert(p.as_ptr() as usize) => {
                     STATS.add(Counter::Segments, 1);
-                    (p.as_ptr().cast::<Segment>(), 0, ALL_SLAB_PAGES)
+                    (p.as_ptr().cast::<Segment>(), 0, ALL_SLAB_PAGES, 0)
                 }
                 Some(p) => {
                     os::unmap(p.as_ptr(), SEGMENT_SIZE);
@@ -140,6 +144,7 @@ impl Segment {
                 free_mask: slab_pages,
                 dirty_mask: dirty,
                 zero_mask: zero,
+                kind_mask: kind,
                 purge_at,
                 pages: [Page::EMPTY; PAGES],
             });

@@ -127,6 +127,12 @@ pub(crate) unsafe trait SlabOwner {
     /// The pages of a segment that may hold slabs (bit i: page i).
     const SLAB_PAGES: u64;
 
+    /// Empty slabs stay set up in their queues when the heap's thread
+    /// exits and when another heap adopts their segment (they are retired
+    /// by the owner's own schedule, `before_fresh`, or by `collect()`):
+    /// for a kind whose slabs cost a lot to set up again.
+    const KEEP_EMPTY: bool = false;
+
     /// The heap's slabs.
     fn slabs(this: *mut Self) -> *mut Slabs;
 
@@ -547,7 +553,7 @@ pub(crate) unsafe fn reclaim_abandoned<H: SlabOwner>(this: *mut H, want: Want) -
                 H::collect_remote(page);
                 (*page).in_full = false;
                 (*queue_of(this, (*page).class as usize)).push_back(page);
-                if (*page).used == 0 {
+                if (*page).used == 0 && !H::KEEP_EMPTY {
                     empty |= 1 << idx;
                 } else {
                     any = true;
@@ -579,7 +585,8 @@ pub(crate) enum Collect {
     ForExit,
 }
 
-/// Frees every empty slab now, and with `Collect::Everything` adopts what
+/// Frees every empty slab now (at thread exit, not those of a kind that
+/// keeps them: `KEEP_EMPTY`), and with `Collect::Everything` adopts what
 /// was abandoned and purges dirty pages (the `collect()` API; thread exit).
 ///
 /// # Safety
@@ -597,7 +604,8 @@ pub(crate) unsafe fn collect<H: SlabOwner>(this: *mut H, how: Collect) {
             while !page.is_null() {
                 let next = (*page).next;
                 H::collect_remote(page);
-                if (*page).used == 0 {
+                let keep = H::KEEP_EMPTY && how == Collect::ForExit;
+                if (*page).used == 0 && !keep {
                     retire(this, page);
                 }
                 page = next;

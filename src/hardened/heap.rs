@@ -69,7 +69,7 @@ unsafe impl ThreadHeap for HardenedHeap {
     unsafe fn start(this: *mut HardenedHeap) {
         bytes::init_canary();
         // SAFETY: the caller's contract: the heap is ours to set up.
-        unsafe { (*this).rng = os::random_u64() | 1 };
+        unsafe { (*this).rng = heap_seed() };
     }
 
     /// Registers the process-exit check of the quarantine (once): a
@@ -118,6 +118,38 @@ fn guard_of(seg: *mut Segment, idx: usize, span: usize) -> *mut u8 {
     (seg as usize + (idx + span) * PAGE_SIZE - OS_PAGE) as *mut u8
 }
 
+/// Makes the last OS page of pages `[idx, idx+span)` of `seg` the slab's
+/// guard, and opens the guards of earlier slabs that lie inside the run;
+/// `kind_mask` (bit i: page i ends in a guard) says what is there. False
+/// if the kernel refuses (the pages are then as they were, or opened).
+///
+/// # Safety
+/// The pages were just taken by the caller's heap.
+unsafe fn place_guard(seg: *mut Segment, idx: usize, span: usize) -> bool {
+    // SAFETY: the segment header is ours; the pages are ours and hold no
+    // block.
+    unsafe {
+        let last = idx + span - 1;
+        let inside = (*seg).kind_mask & (((1u64 << span) - 1) << idx) & !(1 << last);
+        let mut open = inside;
+        while open != 0 {
+            let i = open.trailing_zeros() as usize;
+            open &= open - 1;
+            if !os::protect_rw(guard_of(seg, i, 1), OS_PAGE) {
+                return false;
+            }
+            (*seg).kind_mask &= !(1 << i);
+        }
+        if (*seg).kind_mask & (1 << last) == 0 {
+            if !os::protect_none(guard_of(seg, last, 1), OS_PAGE) {
+                return false;
+            }
+            (*seg).kind_mask |= 1 << last;
+        }
+    }
+    true
+}
+
 /// A random place in the quarantine: the top bits of a linear
 /// congruential step of the heap's generator, three instructions where
 /// the slab shuffle's xorshift takes eight (its low bits are weak, the
@@ -133,6 +165,27 @@ unsafe fn next_place(heap: *mut HardenedHeap) -> u64 {
         (*heap).rng = x;
         x >> 58
     }
+}
+
+/// A seed for a new heap's generator: a process secret from `getrandom`
+/// (drawn once: a `getrandom` per thread was a system call in every
+/// thread's first allocation) mixed with a count of heaps (splitmix64).
+fn heap_seed() -> u64 {
+    use crate::sync::{AtomicU64, Ordering};
+    static SECRET: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let mut secret = SECRET.load(Ordering::Relaxed);
+    if secret == 0 {
+        let fresh = os::random_u64() | 1;
+        secret = match SECRET.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => fresh,
+            Err(won) => won,
+        };
+    }
+    let mut z = secret.wrapping_add(COUNT.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) | 1
 }
 
 #[inline(always)]
@@ -358,7 +411,8 @@ unsafe fn check_before(slot: &Slot, p: *mut u8) {
 }
 
 /// `check_before` for a slab's first slot: if the page before is free
-/// (not a slab, nor the tables), its last word must still be zero.
+/// (not a slab, nor the tables) and its last OS page is not a guard left
+/// there, its last word must still be zero.
 #[cold]
 #[inline(never)]
 unsafe fn check_before_slab(slot: &Slot) {
@@ -371,8 +425,9 @@ unsafe fn check_before_slab(slot: &Slot) {
     // segment is read-write and ours alone.
     unsafe {
         let d = Segment::page_ptr(seg, idx - 1);
-        if (*d).class != u8::MAX || (*d).head_delta != 0 {
-            return; // a slab, which ends with its guard page
+        let guarded = (*seg).kind_mask & (1 << (idx - 1)) != 0;
+        if (*d).class != u8::MAX || (*d).head_delta != 0 || guarded {
+            return; // a slab, or a page that still ends in a guard
         }
         let start = crate::segment::slab_start(slot.page);
         if start.cast::<u64>().sub(1).read() != 0 {
@@ -621,6 +676,12 @@ pub(super) fn drain_current() {
 // invariants (`design.md`, Hardened mode).
 unsafe impl SlabOwner for HardenedHeap {
     const SLAB_PAGES: u64 = ALL_SLAB_PAGES & !TABLE_PAGES;
+    /// A fresh slab costs a shuffle of its slots (and, where its guard
+    /// page is not in place yet, an `mprotect`): with threads that come and
+    /// go (a server's), setting up and retiring slabs at every thread exit
+    /// was 13 `mprotect`s and 5 `madvise`s a thread, and the kernel's time
+    /// made `larson` 10x the default.
+    const KEEP_EMPTY: bool = true;
 
     fn slabs(this: *mut HardenedHeap) -> *mut Slabs {
         // SAFETY: only the field's address is computed.
@@ -631,8 +692,13 @@ unsafe impl SlabOwner for HardenedHeap {
         slab_span(class)
     }
 
-    /// Guard page, zeroed memory, every slot free and linked in random
-    /// order.
+    /// Guard page, every slot free and linked in random order. The memory
+    /// is zero already: every free page of a hardened segment is (fresh,
+    /// purged, or a retired slab's zeroed slots and its guard page, never
+    /// written). Guard pages stay when a slab is retired (the segment's
+    /// `kind_mask` says where they are), so a slab set up again where one
+    /// was costs no system call; one that lies across an old guard opens
+    /// it.
     unsafe fn init_slab(this: *mut HardenedHeap, seg: *mut Segment, page: *mut Page, class: usize) -> bool {
         let size = class_size(class);
         // SAFETY: the pages, their descriptors and table are ours.
@@ -640,12 +706,10 @@ unsafe impl SlabOwner for HardenedHeap {
             let idx = Segment::page_index(seg, page);
             let span = (*page).span as usize;
             let start = (seg as usize + idx * PAGE_SIZE) as *mut u8;
-            if !os::protect_none(guard_of(seg, idx, span), OS_PAGE) {
+            if !place_guard(seg, idx, span) {
                 return false;
             }
-            if !(*seg).take_zero(idx, span) {
-                ptr::write_bytes(start, 0, span * PAGE_SIZE - OS_PAGE);
-            }
+            (*seg).take_zero(idx, span);
             let cap = (span * PAGE_SIZE - OS_PAGE) / size.max(1);
             (*page).init_slab(class, size, cap, true);
             let first = slots::link_all(table(seg, idx), start, cap, || next_random(this));
@@ -690,15 +754,12 @@ unsafe impl SlabOwner for HardenedHeap {
 
     unsafe fn queue_changed(_this: *mut HardenedHeap, _class: usize) {}
 
-    /// Forgets the slab's page, gives its slot table back, and makes its
-    /// guard page usable again (false if it cannot be).
-    unsafe fn retiring(this: *mut HardenedHeap, seg: *mut Segment, idx: usize, span: usize) -> bool {
-        // SAFETY: our own heap and slab.
-        unsafe {
-            (*this).known.forget(seg as usize + (idx << PAGE_SHIFT));
-            slots::purge_table(seg, idx, (*Segment::page_ptr(seg, idx)).capacity as usize);
-        }
-        os::protect_rw(guard_of(seg, idx, span), OS_PAGE)
+    /// Forgets the slab's page. Its guard page stays (see `init_slab`);
+    /// its slot table is written whole by the next slab there.
+    unsafe fn retiring(this: *mut HardenedHeap, seg: *mut Segment, idx: usize, _span: usize) -> bool {
+        // SAFETY: our own heap.
+        unsafe { (*this).known.forget(seg as usize + (idx << PAGE_SHIFT)) };
+        true
     }
 
     fn fresh_segment(seg: *mut Segment) -> bool {

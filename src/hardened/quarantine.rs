@@ -4,9 +4,11 @@
 //! a second free of a waiting block is a double free, and
 //! `malloc(n); free; malloc(n)` does not hand the same block back.
 //!
-//! A random ring: each freed block takes a random one of `SLOTS` places and
-//! pushes out the block that was there, so when a block is reused cannot
-//! be predicted, and at most `SLOTS` blocks and `MAX_BYTES` bytes wait.
+//! Two rings, as hardened_malloc has: a freed block waits first in a queue
+//! of `QUEUE` places (so it stays through at least that many frees), then
+//! takes a random one of `RANDOM` places and pushes out the block that was
+//! there (so when it is reused cannot be predicted). At most `SLOTS`
+//! blocks and `MAX_BYTES` bytes wait.
 //! What waits is checked to be still zero a few blocks at a time on every
 //! refill (`check`), all at once at thread and process exit (`drain`),
 //! and when its slot is handed out again (the write-after-free check every
@@ -14,8 +16,12 @@
 
 use crate::page::Page;
 
-/// Places in the ring. The blocks wait through about this many frees.
-pub(super) const SLOTS: usize = 32;
+/// Places in the queue: a block waits through at least this many frees.
+const QUEUE: usize = 16;
+/// Places in the random ring after it: about this many frees more.
+const RANDOM: usize = 16;
+/// Places in all.
+pub(super) const SLOTS: usize = QUEUE + RANDOM;
 /// The most bytes of blocks that wait at once: big blocks pass through
 /// sooner, so a heap of big blocks does not keep megabytes of zeros.
 const MAX_BYTES: usize = 512 << 10;
@@ -41,11 +47,15 @@ const EMPTY: Waiting = Waiting {
     size: 0,
 };
 
+/// Places `0..QUEUE` are the queue (oldest at `head`), the rest the
+/// random ring.
 #[repr(C)]
 pub(crate) struct Quarantine {
     places: [Waiting; SLOTS],
     /// The sum of the waiting blocks' sizes.
     bytes: usize,
+    /// The queue's oldest place, the next to be written.
+    head: usize,
     /// The place `check` looks at next.
     cursor: usize,
 }
@@ -54,36 +64,46 @@ impl Quarantine {
     pub(crate) const EMPTY: Quarantine = Quarantine {
         places: [EMPTY; SLOTS],
         bytes: 0,
+        head: 0,
         cursor: 0,
     };
 
-    /// Puts `w` in place `at` (any number: it is taken modulo `SLOTS`), and
-    /// calls `release` for the block it pushes out, and for more if the
-    /// waiting bytes exceed the bound.
+    /// Puts `w` at the queue's tail; the queue's oldest block moves to
+    /// place `at` of the random ring (any number: it is taken modulo
+    /// `RANDOM`), and `release` is called for the block it pushes out, and
+    /// for more if the waiting bytes exceed the bound.
     #[inline(always)]
     pub(super) fn push(&mut self, w: Waiting, at: u64, mut release: impl FnMut(Waiting)) {
-        let i = (at as usize) % SLOTS;
-        let old = self.places[i];
-        self.places[i] = w;
-        self.bytes = self.bytes + w.size as usize - old.size as usize;
-        if old.block != 0 {
-            release(old);
+        let q = self.head;
+        self.head = (q + 1) % QUEUE;
+        let oldest = self.places[q];
+        self.places[q] = w;
+        self.bytes += w.size as usize;
+        if oldest.block != 0 {
+            let r = QUEUE + (at as usize) % RANDOM;
+            let out = self.places[r];
+            self.places[r] = oldest;
+            if out.block != 0 {
+                self.bytes -= out.size as usize;
+                release(out);
+            }
         }
         if self.bytes > MAX_BYTES {
-            self.shed(i, release);
+            self.shed(release);
         }
     }
 
-    /// Pushes out blocks after place `keep` (not it) until the bytes are
-    /// within the bound.
+    /// Pushes out blocks, the random ring's first and then the queue's
+    /// oldest, until the bytes are within the bound (the block just queued
+    /// last of all).
     #[cold]
     #[inline(never)]
-    fn shed(&mut self, keep: usize, mut release: impl FnMut(Waiting)) {
-        for k in 1..SLOTS {
+    fn shed(&mut self, mut release: impl FnMut(Waiting)) {
+        let order = (QUEUE..SLOTS).chain((0..QUEUE).map(|k| (self.head + k) % QUEUE));
+        for j in order {
             if self.bytes <= MAX_BYTES {
                 return;
             }
-            let j = (keep + k) % SLOTS;
             let old = self.places[j];
             if old.block != 0 {
                 self.bytes -= old.size as usize;
@@ -112,7 +132,7 @@ impl Quarantine {
         }
     }
 
-    /// Empties the ring, calling `release` for every block in it.
+    /// Empties the rings, calling `release` for every block in them.
     pub(super) fn drain(&mut self, mut release: impl FnMut(Waiting)) {
         for i in 0..SLOTS {
             let old = self.places[i];
@@ -154,6 +174,22 @@ mod tests {
         for p in 1..=20usize {
             q.push(waiting(p << 20, 100 << 10), p as u64, |w| big.push(w.block));
             assert!(q.bytes <= MAX_BYTES);
+        }
+    }
+
+    #[test]
+    fn a_block_waits_through_the_queue_at_least() {
+        let mut q = Quarantine::EMPTY;
+        let mut x = 7u64;
+        let mut freed_at = std::collections::HashMap::new();
+        for p in 1..=5000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            freed_at.insert(p * 16, p);
+            q.push(waiting(p * 16, 16), x, |w| {
+                assert!(p - freed_at[&w.block] >= QUEUE, "block {} left after {} frees", w.block, p - freed_at[&w.block]);
+            });
         }
     }
 }

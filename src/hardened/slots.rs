@@ -78,16 +78,6 @@ pub(crate) fn fence_tables(seg: *mut Segment) -> bool {
     crate::os::protect_none((seg as usize + TABLES_END) as *mut u8, OS_PAGE)
 }
 
-/// Gives the table of a slab of `cap` slots at page `idx` back to the OS,
-/// as far as it fills whole OS pages (a new slab writes its table whole;
-/// the tables of slabs of 32 bytes and less span OS pages).
-pub(super) fn purge_table(seg: *mut Segment, idx: usize, cap: usize) {
-    let bytes = (cap * 2) & !(OS_PAGE - 1);
-    if bytes != 0 {
-        crate::os::purge(table(seg, idx) as *mut u8, bytes);
-    }
-}
-
 /// Links all `cap` slots of a fresh slab into `table` in a random order
 /// (a Fisher-Yates shuffle, drawn from `rng`) and returns the first. The
 /// shuffle is built in the slab's first `2 * cap` bytes (zero, and ours),
