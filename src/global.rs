@@ -228,6 +228,7 @@ pub(crate) fn collect() {
     if mode::hardened() {
         hardened::collect();
     } else {
+        crate::thread::cool_warm_heaps::<heap::Heap>();
         heap::collect_current();
     }
     crate::large::purge_all();

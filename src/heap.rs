@@ -14,7 +14,7 @@ use crate::segment::{ALL_SLAB_PAGES, Kind, PAGE_SIZE, Segment, segment_of};
 use crate::size_class::{CLASSES, class_size, class_span};
 use crate::slabs::{self, Collect, SlabOwner, Slabs, Want};
 use crate::sync::Ordering;
-use crate::thread::{self, Own, Shared, ThreadHeap, Threads};
+use crate::thread::{self, Exit, Own, Shared, ThreadHeap, Threads};
 use core::ptr;
 
 #[repr(C)]
@@ -59,11 +59,16 @@ unsafe impl ThreadHeap for Heap {
         unsafe { &raw mut (*this).pool_next }
     }
 
-    unsafe fn exit(this: *mut Heap) {
-        // SAFETY: forwarded; the heap is then reset for the pool.
+    unsafe fn exit(this: *mut Heap, how: Exit) {
+        // SAFETY: forwarded; a heap that gives up is then reset.
         unsafe {
-            slabs::abandon(this);
-            *this = Heap::INIT;
+            match how {
+                Exit::Keep => slabs::collect(this, Collect::ForExit),
+                Exit::GiveUp => {
+                    slabs::abandon(this);
+                    *this = Heap::INIT;
+                }
+            }
         }
     }
 }

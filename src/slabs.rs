@@ -539,6 +539,15 @@ pub(crate) unsafe fn reclaim_abandoned<H: SlabOwner>(this: *mut H, want: Want) -
             STATS.sub(Counter::AbandonedSegments, 1);
             (*seg).header.owner.store(this.cast(), Ordering::Release);
             link_segment(this, seg);
+            // Its free pages are about to be used: their purge waits the
+            // delay from now, not from when the last owner freed them (a
+            // segment abandoned for longer than the delay was purged by its
+            // adopter and faulted in again page by page).
+            if (*seg).dirty_mask != 0 {
+                let slabs = H::slabs(this);
+                (*seg).purge_at = os::now_ms() + crate::options::PURGE_DELAY_MS.get() as u64;
+                (*slabs).purge_at = (*slabs).purge_at.min((*seg).purge_at);
+            }
             // Delayed blocks go straight back to their pages.
             let mut block = (*seg).take_delayed().cast::<u8>();
             while !block.is_null() {

@@ -57,12 +57,31 @@ pub(crate) unsafe trait ThreadHeap: Sized + 'static {
     /// Runs once a thread's new heap is in place, when the allocator may
     /// be called again (as registering with libc may).
     fn installed() {}
-    /// Gives up the heap's memory as its thread exits.
+    /// The heap's thread exits: with `Exit::Keep` the heap keeps its
+    /// segments for the next new thread (it only settles what can be
+    /// settled now), with `Exit::GiveUp` it gives them up and is reset.
     ///
     /// # Safety
     /// `this` was the exiting thread's heap and nothing else uses it.
-    unsafe fn exit(this: *mut Self);
+    unsafe fn exit(this: *mut Self, how: Exit);
 }
+
+/// What an exiting thread's heap does with its memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    /// Keeps its segments, pages and slabs, owned, for a new thread.
+    Keep,
+    /// Gives them up (abandoned for other threads to adopt) and is reset.
+    GiveUp,
+}
+
+/// Heaps of exited threads kept whole, segments and all, for new threads:
+/// a new thread then starts with its pages set up and faulted in, where
+/// adopting abandoned segments and carving fresh slabs cost it page faults
+/// and (hardened) system calls. Remote frees into a kept heap's pages wait
+/// on their lists until a thread takes the heap. Past this many, an
+/// exiting heap gives its memory up.
+const WARM_HEAPS: usize = 8;
 
 /// The statics of one kind of thread heap.
 pub(crate) struct Threads<H> {
@@ -84,7 +103,9 @@ impl<H: ThreadHeap> Threads<H> {
             fallback: Shared::new(H::INIT),
             fallback_lock: SpinLock::new(false),
             pool: SpinLock::new(Pool {
-                free: ptr::null_mut(),
+                cold: ptr::null_mut(),
+                warm: ptr::null_mut(),
+                warm_count: 0,
                 bump: 0,
                 end: 0,
             }),
@@ -153,6 +174,37 @@ pub(crate) fn with_own_heaps<H: ThreadHeap>(f: impl Fn(*mut H, Own)) {
     }
 }
 
+/// Makes every warm heap give its memory up (the `collect()` API, before
+/// the caller adopts what was abandoned): the warm heaps belong to no
+/// thread, so nobody else would return what they hold.
+pub(crate) fn cool_warm_heaps<H: ThreadHeap>() {
+    let mut warm = {
+        let mut pool = H::threads().pool.lock();
+        let list = core::mem::replace(&mut pool.warm, ptr::null_mut());
+        let mut n = 0;
+        let mut h = list;
+        while !h.is_null() {
+            n += 1;
+            // SAFETY: pooled heaps are valid and unused.
+            h = unsafe { *H::pool_next(h) };
+        }
+        pool.warm_count -= n;
+        list
+    };
+    while !warm.is_null() {
+        // SAFETY: taken from the pool, so ours alone.
+        let next = unsafe { *H::pool_next(warm) };
+        // SAFETY: a warm heap no thread uses.
+        unsafe { H::exit(warm, Exit::GiveUp) };
+        let mut pool = H::threads().pool.lock();
+        // SAFETY: the heap is reset and unused.
+        unsafe { *H::pool_next(warm) = pool.cold };
+        pool.cold = warm;
+        drop(pool);
+        warm = next;
+    }
+}
+
 /// Whose heap `with_own_heaps` hands over.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Own {
@@ -189,12 +241,14 @@ fn init_thread<H: ThreadHeap>() -> *mut H {
             NO_KEY
         }
     });
-    let heap = take_heap::<H>();
+    let (heap, warm) = take_heap::<H>();
     if heap.is_null() {
         return ptr::null_mut();
     }
-    // SAFETY: a fresh `INIT` heap, this thread's alone.
-    unsafe { H::start(heap) };
+    if !warm {
+        // SAFETY: a fresh `INIT` heap, this thread's alone.
+        unsafe { H::start(heap) };
+    }
     set_current(heap);
     // After the heap is in place: `pthread_atfork` may allocate, and under
     // LD_PRELOAD that allocation comes back here and must find a heap.
@@ -212,16 +266,31 @@ fn init_thread<H: ThreadHeap>() -> *mut H {
 extern "C" fn thread_exit<H: ThreadHeap>(arg: *mut libc::c_void) {
     let heap = arg.cast::<H>();
     set_current(H::threads().dead.get());
+    // A place among the warm heaps is taken before the heap settles, so
+    // that it is there when the heap is put back.
+    let how = {
+        let mut pool = H::threads().pool.lock();
+        if pool.warm_count < WARM_HEAPS {
+            pool.warm_count += 1;
+            Exit::Keep
+        } else {
+            Exit::GiveUp
+        }
+    };
     // SAFETY: `heap` was this thread's heap; no one else uses it, and the
     // thread-local now points elsewhere, so nothing reaches it again.
-    unsafe { H::exit(heap) };
-    put_heap(heap);
+    unsafe { H::exit(heap, how) };
+    put_heap(heap, how);
 }
 
-/// Heaps of exited threads are kept for new ones; they are carved from
-/// 64 KiB chunks we map ourselves and never unmapped.
+/// Heaps no thread uses: warm ones (kept whole, see `WARM_HEAPS`) and cold
+/// ones (reset). They are carved from 64 KiB chunks we map ourselves and
+/// never unmapped.
 pub(crate) struct Pool<H> {
-    free: *mut H,
+    cold: *mut H,
+    warm: *mut H,
+    /// Warm heaps, and places taken for heaps on their way in.
+    warm_count: usize,
     bump: usize,
     end: usize,
 }
@@ -231,12 +300,22 @@ unsafe impl<H> Send for Pool<H> {}
 
 const HEAP_CHUNK: usize = 64 << 10;
 
-fn take_heap<H: ThreadHeap>() -> *mut H {
+/// A heap for a new thread, and whether it is a warm one (its segments
+/// and pages as its last thread left them).
+fn take_heap<H: ThreadHeap>() -> (*mut H, bool) {
     let mut pool = H::threads().pool.lock();
-    let heap = if !pool.free.is_null() {
-        let h = pool.free;
+    if !pool.warm.is_null() {
+        let h = pool.warm;
         // SAFETY: pooled heaps are valid and unused.
-        pool.free = unsafe { *H::pool_next(h) };
+        pool.warm = unsafe { *H::pool_next(h) };
+        pool.warm_count -= 1;
+        STATS.add(Counter::Heaps, 1);
+        return (h, true);
+    }
+    let heap = if !pool.cold.is_null() {
+        let h = pool.cold;
+        // SAFETY: pooled heaps are valid and unused.
+        pool.cold = unsafe { *H::pool_next(h) };
         h
     } else {
         let size = core::mem::size_of::<H>().next_multiple_of(64);
@@ -246,7 +325,7 @@ fn take_heap<H: ThreadHeap>() -> *mut H {
                     pool.bump = p.as_ptr() as usize;
                     pool.end = pool.bump + HEAP_CHUNK.max(size);
                 }
-                None => return ptr::null_mut(),
+                None => return (ptr::null_mut(), false),
             }
         }
         let h = pool.bump as *mut H;
@@ -256,15 +335,21 @@ fn take_heap<H: ThreadHeap>() -> *mut H {
     // SAFETY: `heap` points to unused, suitably aligned memory of ours.
     unsafe { heap.write(H::INIT) };
     STATS.add(Counter::Heaps, 1);
-    heap
+    (heap, false)
 }
 
-fn put_heap<H: ThreadHeap>(heap: *mut H) {
+/// Puts an exited thread's heap in the pool: warm (its place was taken in
+/// `thread_exit`) or cold.
+fn put_heap<H: ThreadHeap>(heap: *mut H, how: Exit) {
     STATS.sub(Counter::Heaps, 1);
     let mut pool = H::threads().pool.lock();
+    let list = match how {
+        Exit::Keep => &mut pool.warm,
+        Exit::GiveUp => &mut pool.cold,
+    };
     // SAFETY: the heap is no longer used by any thread.
-    unsafe { *H::pool_next(heap) = pool.free };
-    pool.free = heap;
+    unsafe { *H::pool_next(heap) = *list };
+    *list = heap;
 }
 
 /// `fork` in a multi-threaded program: a lock held by another thread at

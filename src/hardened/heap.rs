@@ -17,7 +17,7 @@ use crate::segment::{ALL_SLAB_PAGES, PAGE_SHIFT, PAGE_SIZE, PAGES, Segment};
 use crate::size_class::{class_size, class_span};
 use crate::slabs::{self, SlabOwner, Slabs, Want, queue, segment_of_page};
 use crate::sync::Ordering;
-use crate::thread::{self, ThreadHeap, Threads};
+use crate::thread::{self, Exit, ThreadHeap, Threads};
 use core::ptr;
 
 #[repr(C)]
@@ -87,12 +87,17 @@ unsafe impl ThreadHeap for HardenedHeap {
         }
     }
 
-    unsafe fn exit(this: *mut HardenedHeap) {
+    unsafe fn exit(this: *mut HardenedHeap, how: Exit) {
         // SAFETY: the exiting thread's heap, used by nothing else.
         unsafe {
             drain_quarantine(this);
-            slabs::abandon(this);
-            *this = HardenedHeap::INIT;
+            match how {
+                Exit::Keep => slabs::collect(this, slabs::Collect::ForExit),
+                Exit::GiveUp => {
+                    slabs::abandon(this);
+                    *this = HardenedHeap::INIT;
+                }
+            }
         }
     }
 }
@@ -650,6 +655,7 @@ unsafe fn retire_empty_in(heap: *mut HardenedHeap, seg: *mut Segment) {
 /// The `collect()` API for the calling thread's hardened heap and the
 /// fallback heap: the quarantine empties (checked), then as the default.
 pub(super) fn collect_current() {
+    thread::cool_warm_heaps::<HardenedHeap>();
     thread::with_own_heaps::<HardenedHeap>(|heap, own| {
         let how = match own {
             thread::Own::Thread => slabs::Collect::Everything,
