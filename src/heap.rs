@@ -294,7 +294,7 @@ unsafe fn page_changed(heap: *mut Heap, page: *mut Page) {
             slabs::unfull(heap, page);
         }
         if (*page).used == 0 {
-            slabs::retire(heap, page);
+            slabs::emptied(heap, page);
         }
     }
 }

@@ -106,6 +106,9 @@ pub(crate) struct Slabs {
     segments: *mut Segment,
     /// Earliest `purge_at` of a segment with dirty pages (u64::MAX: none).
     purge_at: u64,
+    /// When the emptied slabs kept in the queues are retired (coarse ms
+    /// clock; u64::MAX: none kept; see `emptied`).
+    retire_at: u64,
 }
 
 impl Slabs {
@@ -114,6 +117,7 @@ impl Slabs {
         full: Queue::EMPTY,
         segments: ptr::null_mut(),
         purge_at: u64::MAX,
+        retire_at: u64::MAX,
     };
 }
 
@@ -129,8 +133,8 @@ pub(crate) unsafe trait SlabOwner {
 
     /// Empty slabs stay set up in their queues when the heap's thread
     /// exits and when another heap adopts their segment (they are retired
-    /// by the owner's own schedule, `before_fresh`, or by `collect()`):
-    /// for a kind whose slabs cost a lot to set up again.
+    /// by the owner's own schedule, `retire_kept`, or by `collect()`): for
+    /// a kind whose slabs cost a lot to set up again.
     const KEEP_EMPTY: bool = false;
 
     /// The heap's slabs.
@@ -192,13 +196,6 @@ pub(crate) unsafe trait SlabOwner {
 
     /// Prepares a segment fresh from the OS; false if it cannot be used.
     fn fresh_segment(seg: *mut Segment) -> bool;
-
-    /// Work before a fresh slab is carved (hardened mode retires the empty
-    /// slabs it kept).
-    ///
-    /// # Safety
-    /// Exclusive use of `this`, which no caller is walking.
-    unsafe fn before_fresh(_this: *mut Self, _now: u64) {}
 }
 
 /// The queue of `class`, without a bounds check (and so without a panic
@@ -241,7 +238,7 @@ pub(crate) unsafe fn find_page<H: SlabOwner>(this: *mut H, class: usize) -> *mut
             return p;
         }
         let now = os::now_ms();
-        H::before_fresh(this, now);
+        retire_kept(this, now);
         maybe_purge(this, now);
         if let Some(p) = fresh_page(this, class) {
             return p;
@@ -438,6 +435,93 @@ pub(crate) unsafe fn retire<H: SlabOwner>(this: *mut H, page: *mut Page) {
             let slabs = H::slabs(this);
             (*slabs).purge_at = (*slabs).purge_at.min((*seg).purge_at);
             maybe_purge(this, now);
+        }
+    }
+}
+
+/// A free emptied `page` (in its class queue). It stays there, every block
+/// free, until `retire_at` (the purge delay after the first such event;
+/// checked on the slow path, `retire_kept`): retiring it at once and
+/// carving it again cost page faults (the pages are purged in between)
+/// and, for hardened slabs, a guard page and a shuffle, each time a
+/// program's use of the class dips and comes back (a producer's ring
+/// empties a 16-page slab of a big class and fills it again). A segment
+/// whose slabs are all empty goes back at once, though (a thread freeing
+/// into segments it adopted may never allocate again).
+///
+/// # Safety
+/// `page` is an empty slab of `this`, in its class queue.
+pub(crate) unsafe fn emptied<H: SlabOwner>(this: *mut H, page: *mut Page) {
+    // SAFETY: owner-only pages of the caller's heap.
+    unsafe {
+        let seg = segment_of_page(page);
+        if all_slabs_empty(seg) {
+            return retire_empty_in(this, seg);
+        }
+        let slabs = H::slabs(this);
+        if (*slabs).retire_at == u64::MAX {
+            (*slabs).retire_at = os::now_ms() + crate::options::PURGE_DELAY_MS.get() as u64;
+        }
+    }
+}
+
+/// True if every slab of `seg` has all its blocks free.
+unsafe fn all_slabs_empty(seg: *mut Segment) -> bool {
+    // SAFETY: the descriptors of an owned segment.
+    unsafe {
+        (1..PAGES).all(|idx| {
+            let d = Segment::page_ptr(seg, idx);
+            (*d).head_delta != 0 || (*d).class == u8::MAX || (*d).used == 0
+        })
+    }
+}
+
+/// Retires every empty slab of `seg`, a segment of `this`; releases the
+/// segment if that empties it (touch nothing of it after).
+unsafe fn retire_empty_in<H: SlabOwner>(this: *mut H, seg: *mut Segment) {
+    // SAFETY: owner-only; each empty slab is in its class queue (emptied
+    // pages leave the full list before `emptied`).
+    unsafe {
+        let mut empty = 0u64;
+        for idx in 1..PAGES {
+            let d = Segment::page_ptr(seg, idx);
+            if (*d).head_delta == 0 && (*d).class != u8::MAX && (*d).used == 0 && !(*d).in_full {
+                empty |= 1 << idx;
+            }
+        }
+        while empty != 0 {
+            let idx = empty.trailing_zeros() as usize;
+            empty &= empty - 1;
+            retire(this, Segment::page_ptr(seg, idx));
+        }
+    }
+}
+
+/// Retires the emptied slabs kept in the queues (see `emptied`), except
+/// the first of each class, once `retire_at` has passed.
+///
+/// # Safety
+/// Exclusive use of `this`, at a point where no caller is walking its
+/// queues or segments (retiring may release segments).
+unsafe fn retire_kept<H: SlabOwner>(this: *mut H, now: u64) {
+    // SAFETY: exclusive use of `this` and its pages; `next` is read before
+    // `page` leaves the queue.
+    unsafe {
+        let slabs = H::slabs(this);
+        if now < (*slabs).retire_at {
+            return;
+        }
+        (*slabs).retire_at = u64::MAX;
+        for class in 0..CLASSES {
+            let first = (*queue_of(this, class)).first;
+            let mut page = if first.is_null() { first } else { (*first).next };
+            while !page.is_null() {
+                let next = (*page).next;
+                if (*page).used == 0 {
+                    retire(this, page);
+                }
+                page = next;
+            }
         }
     }
 }

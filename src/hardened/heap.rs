@@ -13,7 +13,7 @@ use super::{Claim, die};
 use crate::mode::Mode;
 use crate::os::{self, OS_PAGE};
 use crate::page::{NO_SLOT, Page};
-use crate::segment::{ALL_SLAB_PAGES, PAGE_SHIFT, PAGE_SIZE, PAGES, Segment};
+use crate::segment::{ALL_SLAB_PAGES, PAGE_SHIFT, PAGE_SIZE, Segment};
 use crate::size_class::{class_size, class_span};
 use crate::slabs::{self, SlabOwner, Slabs, Want, queue, segment_of_page};
 use crate::sync::Ordering;
@@ -28,9 +28,6 @@ pub(crate) struct HardenedHeap {
     quarantine: Quarantine,
     /// State of the heap's random generator (slab order, quarantine).
     rng: u64,
-    /// When the emptied slabs kept in the queues are retired (coarse ms
-    /// clock; u64::MAX: none kept).
-    retire_at: u64,
     pool_next: *mut HardenedHeap,
 }
 
@@ -49,7 +46,6 @@ unsafe impl ThreadHeap for HardenedHeap {
         known: KnownPages::EMPTY,
         quarantine: Quarantine::EMPTY,
         rng: 0,
-        retire_at: u64::MAX,
         pool_next: ptr::null_mut(),
     };
 
@@ -603,52 +599,7 @@ unsafe fn page_changed(heap: *mut HardenedHeap, page: *mut Page) {
         if (*page).used != 0 {
             return;
         }
-        // An emptied slab stays in its queue, every block free, until
-        // `retire_at` (checked on the slow path): retiring it at once would
-        // cost a guard-page `mprotect` pair, a reshuffle and a zeroing each
-        // time a program's use of the class dips and comes back. A segment
-        // whose slabs are all empty goes back at once, though (a thread
-        // freeing into segments it adopted may never allocate again).
-        let seg = segment_of_page(page);
-        if all_slabs_empty(seg) {
-            retire_empty_in(heap, seg);
-            return;
-        }
-        if (*heap).retire_at == u64::MAX {
-            (*heap).retire_at = os::now_ms() + crate::options::PURGE_DELAY_MS.get() as u64;
-        }
-    }
-}
-
-/// True if every slab of `seg` has all its blocks free.
-unsafe fn all_slabs_empty(seg: *mut Segment) -> bool {
-    // SAFETY: the descriptors of an owned segment.
-    unsafe {
-        (1..PAGES).all(|idx| {
-            let d = Segment::page_ptr(seg, idx);
-            (*d).head_delta != 0 || (*d).class == u8::MAX || (*d).used == 0
-        })
-    }
-}
-
-/// Retires every empty slab of `seg`, a segment of `heap`; releases the
-/// segment if that empties it (touch nothing of it after).
-unsafe fn retire_empty_in(heap: *mut HardenedHeap, seg: *mut Segment) {
-    // SAFETY: owner-only; each empty slab is in its class queue (emptied
-    // pages leave the full list in `page_changed`).
-    unsafe {
-        let mut empty = 0u64;
-        for idx in 1..PAGES {
-            let d = Segment::page_ptr(seg, idx);
-            if (*d).head_delta == 0 && (*d).class != u8::MAX && (*d).used == 0 && !(*d).in_full {
-                empty |= 1 << idx;
-            }
-        }
-        while empty != 0 {
-            let idx = empty.trailing_zeros() as usize;
-            empty &= empty - 1;
-            slabs::retire(heap, Segment::page_ptr(seg, idx));
-        }
+        slabs::emptied(heap, page);
     }
 }
 
@@ -771,30 +722,6 @@ unsafe impl SlabOwner for HardenedHeap {
     fn fresh_segment(seg: *mut Segment) -> bool {
         slots::fence_tables(seg)
     }
-
-    /// Retires the emptied slabs kept in the queues (see `page_changed`),
-    /// except the first of each class, once `retire_at` has passed.
-    unsafe fn before_fresh(this: *mut HardenedHeap, now: u64) {
-        // SAFETY: exclusive use of `this` and its pages; `next` is read
-        // before `page` leaves the queue.
-        unsafe {
-            if now < (*this).retire_at {
-                return;
-            }
-            (*this).retire_at = u64::MAX;
-            for class in 0..crate::size_class::CLASSES {
-                let first = (*queue(&raw mut (*this).slabs, class)).first;
-                let mut page = if first.is_null() { first } else { (*first).next };
-                while !page.is_null() {
-                    let next = (*page).next;
-                    if (*page).used == 0 {
-                        slabs::retire(this, page);
-                    }
-                    page = next;
-                }
-            }
-        }
-    }
 }
 
 /// The slab class for a block of `size` bytes aligned to `align` (at most
@@ -817,6 +744,7 @@ pub(super) const MAX_SLAB_ALIGN: usize = OS_PAGE;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::PAGES;
     use crate::size_class::CLASSES;
 
     #[test]
