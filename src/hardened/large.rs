@@ -1,10 +1,10 @@
 //! Hardened mode's large blocks (those no slab serves: over 128 KiB with
 //! their canary, or aligned beyond a page): a mapping of their own that
 //! ends at a guard page (`large::alloc_fenced`), with a canary in the few
-//! bytes the alignment leaves before it, never cached, unmapped at once
-//! when freed (so a read after free faults: the mapping hint moves on,
-//! and the address is not handed out again for a long while), and grown
-//! or shrunk with `mremap`, the guard moving along.
+//! bytes the alignment leaves before it, grown or shrunk with `mremap`,
+//! the guard moving along. A freed one is `PROT_NONE` at once, so a read
+//! after free faults, and waits a while for reuse (`large::FENCED`) before
+//! it is unmapped.
 
 use super::Claim;
 use super::bytes::pattern_byte;
