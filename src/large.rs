@@ -147,10 +147,14 @@ pub(crate) fn alloc_fenced(size: usize, align: usize) -> *mut u8 {
 /// pages from the block's first to the guard are opened and zeroed (they
 /// hold their last owner's bytes: the program sees none of them).
 fn reuse_fenced(size: usize, align: usize, len: usize) -> Option<*mut u8> {
-    let (base, map_len) = FENCED.take(len)?;
     let a = align.max(crate::size_class::MIN_ALIGN);
+    let rounded = size.checked_next_multiple_of(a)?;
+    // The block must start within the first segment of the mapping, where
+    // `segment_of` finds the header: at most `SEGMENT_SIZE` past its base.
+    let most = (SEGMENT_SIZE + OS_PAGE).checked_add(rounded)?;
+    let (base, map_len) = FENCED.take(len, most)?;
     let guard = map_len - OS_PAGE;
-    let offset = guard - size.checked_next_multiple_of(a)?;
+    let offset = guard - rounded;
     let open = offset & !(OS_PAGE - 1);
     // SAFETY: `[open, guard)` lies in the mapping, past its header page
     // (`offset >= OS_PAGE`: the mapping holds a header page and `len`).
@@ -238,15 +242,15 @@ impl Fenced {
     }
 
     /// The smallest kept mapping of at least `len` bytes and at most twice
-    /// that, taken out of the cache.
-    fn take(&self, len: usize) -> Option<(*mut u8, usize)> {
+    /// that (and at most `most`), taken out of the cache.
+    fn take(&self, len: usize, most: usize) -> Option<(*mut u8, usize)> {
         let mut st = self.0.lock();
         let i = st
             .entries
             .as_slice()
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.len >= len && e.len / 2 <= len)
+            .filter(|(_, e)| e.len >= len && e.len / 2 <= len && e.len <= most)
             .min_by_key(|(_, e)| e.len)?
             .0;
         let e = st.entries.swap_remove(i)?;
