@@ -121,13 +121,25 @@ pub(crate) unsafe fn try_alloc(heap: *mut Heap, class: usize, zero: Zero) -> *mu
             return ptr::null_mut();
         }
         (*page).local_free = core::hint::select_unpredictable(swap, ptr::null_mut(), local);
+        hand_out(page, block, zero)
+    }
+}
+
+/// Hands out `block`, the head of `page`'s `free` list.
+///
+/// # Safety
+/// Owner only; `block` is `page.free`, not null.
+#[inline(always)]
+unsafe fn hand_out(page: *mut Page, block: *mut Block, zero: Zero) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    unsafe {
         (*page).free = (*block).next;
         (*page).used += 1;
         if zero == Zero::Yes {
             zero_block(page, block);
         }
-        block.cast()
     }
+    block.cast()
 }
 
 /// # Safety
@@ -171,13 +183,7 @@ unsafe fn alloc_from(heap: *mut Heap, class: usize, zero: Zero) -> *mut u8 {
         if page.is_null() {
             return ptr::null_mut();
         }
-        let block = (*page).free;
-        (*page).free = (*block).next;
-        (*page).used += 1;
-        if zero == Zero::Yes {
-            zero_block(page, block);
-        }
-        block.cast()
+        hand_out(page, (*page).free, zero)
     }
 }
 
