@@ -555,7 +555,14 @@ fn an_underflow_is_detected_at_free() {
 /// and when it is handed out again, at any offset.
 #[test]
 fn a_write_after_free_at_any_offset_is_detected() {
-    for (size, off) in [(64, 8), (64, 63), (1000, 500), (4000, 0), (4000, 8), (4000, 3999)] {
+    for (size, off) in [
+        (64, 8),
+        (64, 63),
+        (1000, 500),
+        (4000, 0),
+        (4000, 8),
+        (4000, 3999),
+    ] {
         let l = layout(size);
         let d = in_child(|| {
             // SAFETY: the write through the dangling pointer is the misuse.
@@ -629,7 +636,11 @@ fn a_read_after_free_of_a_large_block_faults() {
 #[test]
 fn a_reused_fenced_mapping_serves_smaller_blocks() {
     let d = in_child(|| {
-        for (first, then) in [(9 << 20, 5 << 20), (25 << 20, 13 << 20), (300 << 10, 160 << 10)] {
+        for (first, then) in [
+            (9 << 20, 5 << 20),
+            (25 << 20, 13 << 20),
+            (300 << 10, 160 << 10),
+        ] {
             // SAFETY: blocks of our own, used within their sizes.
             unsafe {
                 let p = GLOBAL.alloc(layout(first));
