@@ -180,17 +180,27 @@ fn reuse_fenced(size: usize, align: usize, len: usize) -> Option<*mut u8> {
 /// page faults and 1.3 s in the kernel, against 5k for the default).
 /// Reuse costs an `mprotect` and a `memset` of the block instead. Bounded
 /// like the large cache: `MAPALLOC_LARGE_CACHE_BYTES`, 16 entries,
-/// `MAPALLOC_LARGE_CACHE_MS`.
+/// `MAPALLOC_LARGE_CACHE_MS`. The last `FENCED_QUARANTINE` mappings freed
+/// are not reused: `free(p); q = malloc(n)` must not hand `p`'s pages to
+/// `q`, where a dangling `p` would read and write them.
 static FENCED: Fenced = Fenced(SpinLock::new(FencedState {
     entries: FixedVec::new(NO_ENTRY),
     bytes: 0,
+    recent: [ptr::null_mut(); FENCED_QUARANTINE],
+    next_recent: 0,
 }));
+
+/// Fenced frees a freed fenced mapping waits through before its reuse.
+const FENCED_QUARANTINE: usize = 4;
 
 struct Fenced(SpinLock<FencedState>);
 
 struct FencedState {
     entries: FixedVec<Entry, CACHE_ENTRIES>,
     bytes: usize,
+    /// The bases of the last `FENCED_QUARANTINE` mappings put (a ring).
+    recent: [*mut u8; FENCED_QUARANTINE],
+    next_recent: usize,
 }
 
 // SAFETY: the entries are mappings owned by the cache, used under its lock.
@@ -233,6 +243,9 @@ impl Fenced {
                 STATS.add(Counter::LargeCachedBytes, len);
                 let delay = crate::options::LARGE_CACHE_MS.get() as u64;
                 NEXT_EXPIRY.fetch_min(e.freed_at.saturating_add(delay), Ordering::Relaxed);
+                let at = st.next_recent % FENCED_QUARANTINE;
+                st.recent[at] = base;
+                st.next_recent = at + 1;
             } else {
                 victims.push(e);
             }
@@ -242,15 +255,17 @@ impl Fenced {
     }
 
     /// The smallest kept mapping of at least `len` bytes and at most twice
-    /// that (and at most `most`), taken out of the cache.
+    /// that (and at most `most`), out of quarantine, taken out of the cache.
     fn take(&self, len: usize, most: usize) -> Option<(*mut u8, usize)> {
         let mut st = self.0.lock();
+        let recent = st.recent;
         let i = st
             .entries
             .as_slice()
             .iter()
             .enumerate()
             .filter(|(_, e)| e.len >= len && e.len / 2 <= len && e.len <= most)
+            .filter(|(_, e)| !recent.contains(&e.base))
             .min_by_key(|(_, e)| e.len)?
             .0;
         let e = st.entries.swap_remove(i)?;

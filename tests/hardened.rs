@@ -630,9 +630,43 @@ fn a_read_after_free_of_a_large_block_faults() {
     }
 }
 
-/// Freed fenced mappings are kept for reuse; a reused one must serve any
-/// size it fits (here down to half of it, across several segments), read
-/// zero, and still end at its guard page.
+/// Frees of fenced blocks of about 200 KiB, enough to take a freed fenced
+/// mapping out of its quarantine (4 such frees), none of them fitting a
+/// block of 5 MiB or more.
+fn fenced_frees() {
+    for i in 0..4 {
+        let l = layout((200 << 10) + i * 4096);
+        // SAFETY: a block of our own, freed at once.
+        unsafe { GLOBAL.dealloc(GLOBAL.alloc(l), l) };
+    }
+}
+
+/// A freed fenced mapping is not handed to the next block: a dangling
+/// pointer must not reach the new block's bytes (`free(p); q = malloc(n);
+/// read p`).
+#[test]
+fn a_freed_large_block_is_not_reused_at_once() {
+    for size in [200 << 10, 1 << 20, 8 << 20] {
+        let l = layout(size);
+        let d = in_child(|| {
+            // SAFETY: the read of the freed block is the misuse.
+            unsafe {
+                let p = GLOBAL.alloc(l);
+                p.write_bytes(1, size);
+                GLOBAL.dealloc(p, l);
+                let q = GLOBAL.alloc(l);
+                q.write_bytes(2, size);
+                assert_ne!(p, q, "a freed large block came straight back");
+                std::hint::black_box(p.add(size / 2).read_volatile());
+            }
+        });
+        assert_eq!(d.signal, Some(libc::SIGSEGV), "size {size}: {d:?}");
+    }
+}
+
+/// Out of quarantine, freed fenced mappings are reused; a reused one must
+/// serve any size it fits (here down to half of it, across several
+/// segments), read zero, and still end at its guard page.
 #[test]
 fn a_reused_fenced_mapping_serves_smaller_blocks() {
     let d = in_child(|| {
@@ -647,8 +681,12 @@ fn a_reused_fenced_mapping_serves_smaller_blocks() {
                 assert!(!p.is_null());
                 p.write_bytes(0xa5, first);
                 GLOBAL.dealloc(p, layout(first));
+                fenced_frees();
                 let q = GLOBAL.alloc(layout(then));
                 assert!(!q.is_null());
+                let reused =
+                    (q as usize) >= (p as usize) & !4095 && (q as usize) < p as usize + first;
+                assert!(reused, "{then} bytes not placed in the freed {first}");
                 let s = std::slice::from_raw_parts(q, then);
                 assert!(s.iter().all(|&b| b == 0), "reused block not zero");
                 q.write_bytes(1, then);
@@ -662,6 +700,7 @@ fn a_reused_fenced_mapping_serves_smaller_blocks() {
         // SAFETY: one byte past the reused block is the misuse.
         unsafe {
             GLOBAL.dealloc(GLOBAL.alloc(layout(first)), layout(first));
+            fenced_frees();
             let q = GLOBAL.alloc(layout(then));
             q.add(then - 1).write_volatile(1);
             q.add(then).write_volatile(1);

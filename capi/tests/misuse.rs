@@ -91,6 +91,7 @@ const C_CASES: &[(&str, Stop)] = &[
     ("uaf_read_256k", Fault),
     ("uaf_read_1m", Fault),
     ("uaf_read_8m", Fault),
+    ("uaf_read_after_malloc", Fault),
     // malloc(0): a PROT_NONE address.
     ("malloc0_write", Fault),
     ("malloc0_read", Fault),

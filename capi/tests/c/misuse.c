@@ -191,6 +191,17 @@ static void uaf_read_large(size_t n) {
 static void uaf_read_256k(void) { uaf_read_large(256 << 10); }
 static void uaf_read_1m(void) { uaf_read_large(1 << 20); }
 static void uaf_read_8m(void) { uaf_read_large(8 << 20); }
+/* The same with a block of the same size allocated after the free: the
+   freed pages must not come back as the new block. */
+static void uaf_read_after_malloc(void) {
+    char *p = malloc(1 << 20);
+    memset(p, 'x', 1 << 20);
+    free(p);
+    char *q = malloc(1 << 20);
+    memset(q, 'y', 1 << 20);
+    keep(q);
+    keep((void *)(uintptr_t)opaque(p)[1 << 19]);
+}
 
 /* ---- malloc(0) ---- */
 static void malloc0_write(void) {
@@ -275,7 +286,7 @@ static const struct kase cases[] = {
     K(underflow_live_neighbour),
     K(uaf_write_0), K(uaf_write_8), K(uaf_write_63), K(uaf_write_4k_2000), K(uaf_write_loop),
     K(uaf_write_no_malloc), K(uaf_memset), K(same_block_again),
-    K(uaf_read_256k), K(uaf_read_1m), K(uaf_read_8m),
+    K(uaf_read_256k), K(uaf_read_1m), K(uaf_read_8m), K(uaf_read_after_malloc),
     K(malloc0_write), K(malloc0_read), K(malloc0_double_free),
     K(free_sized_wrong), K(free_aligned_sized_wrong),
     K(valid),
