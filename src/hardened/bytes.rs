@@ -2,11 +2,15 @@
 //! slot is all zero, from its free until it is handed out again) and the
 //! canary (every byte between the size asked for and the end of the slot).
 //!
-//! The canary is one random word per process with no zero byte (an
-//! off-by-one NUL from a string copy changes it), laid over memory by
-//! address: the byte at address `a` is byte `a % 8` of the word. So any
-//! stretch of it can be written and checked with unaligned word accesses,
-//! wherever the size asked for ends.
+//! The canary is one random word per process whose bytes lie in
+//! 0x80..=0xfe: never NUL, never ASCII, never 0xff, so an overflow by a
+//! string copy (its text or its terminating NUL) or by a `memset` of 0 or
+//! -1 always changes it, where a random non-zero byte matched the written
+//! one once in 255 (a test's 1-byte overflow of 'A' went unnoticed in a
+//! full `.ci/run`). It is laid over memory by address: the byte
+//! at address `a` is byte `a % 8` of the word. So any stretch of it can be
+//! written and checked with unaligned word accesses, wherever the size
+//! asked for ends.
 
 use crate::sync::{AtomicU64, Ordering};
 use core::ptr;
@@ -20,8 +24,9 @@ pub(super) fn init_canary() {
     }
     let mut c = crate::os::random_u64().to_le_bytes();
     for b in &mut c {
-        if *b == 0 {
-            *b = 0xa5;
+        *b |= 0x80;
+        if *b == 0xff {
+            *b = 0xfe;
         }
     }
     let _ = CANARY.compare_exchange(0, u64::from_le_bytes(c), Ordering::Relaxed, Ordering::Relaxed);
@@ -189,6 +194,15 @@ unsafe fn is_zero_long(p: *const u8, size: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canary_bytes_are_never_nul_ascii_or_all_ones() {
+        init_canary();
+        for at in 0..8 {
+            let b = pattern_byte(at);
+            assert!((0x80..=0xfe).contains(&b), "byte {at} is {b:#04x}");
+        }
+    }
 
     #[test]
     fn the_canary_covers_any_stretch_and_notices_any_byte() {
