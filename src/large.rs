@@ -68,12 +68,7 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
             return finish(base, map_len, offset);
         }
     }
-    let base = if align <= SEGMENT_SIZE {
-        os::map_aligned(len, SEGMENT_SIZE, 0)
-    } else {
-        os::map_aligned(len, align, offset)
-    };
-    match base {
+    match map_block(len, align, offset) {
         // Fresh anonymous memory is already zero: no memset for Zero::Yes.
         // SAFETY: a fresh mapping of `len` bytes.
         Some(base) => unsafe {
@@ -85,6 +80,28 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
         },
         None => ptr::null_mut(),
     }
+}
+
+/// A fresh mapping of `len` bytes for a block at `offset` aligned to
+/// `align`. If the OS refuses (an address-space limit, the map count), the
+/// mappings the caches keep are unmapped and it is asked once more: they
+/// hold address space, and the fenced cache's quarantined ones could not
+/// have served the request.
+fn map_block(len: usize, align: usize, offset: usize) -> Option<core::ptr::NonNull<u8>> {
+    let map = || {
+        if align <= SEGMENT_SIZE {
+            os::map_aligned(len, SEGMENT_SIZE, 0)
+        } else {
+            os::map_aligned(len, align, offset)
+        }
+    };
+    map().or_else(|| {
+        if STATS.get(Counter::LargeCachedBytes) == 0 {
+            return None;
+        }
+        purge_all();
+        map()
+    })
 }
 
 /// A fenced block of `size` bytes aligned to `align`: a fresh mapping
@@ -105,12 +122,7 @@ pub(crate) fn alloc_fenced(size: usize, align: usize) -> *mut u8 {
     {
         return p;
     }
-    let base = if align <= SEGMENT_SIZE {
-        os::map_aligned(len, SEGMENT_SIZE, 0)
-    } else {
-        os::map_aligned(len, align, offset)
-    };
-    let Some(base) = base else {
+    let Some(base) = map_block(len, align, offset) else {
         return ptr::null_mut();
     };
     let base = base.as_ptr();
