@@ -33,6 +33,13 @@ fn in_child(body: impl FnOnce()) -> Death {
     }
 }
 
+/// The child aborted with one line naming `what` at some address.
+fn assert_aborted_naming(d: &Death, what: &str) {
+    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
+    let prefix = format!("mapalloc: {what} of 0x");
+    assert!(d.stderr.starts_with(&prefix), "{d:?}");
+}
+
 fn assert_aborted_with(d: &Death, what: &str, addr: usize) {
     assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
     let line = format!("mapalloc: {what} of {addr:#x}\n");
@@ -198,8 +205,7 @@ fn a_retired_slab_leaves_the_known_pages() {
             let _ = hold;
         }
     });
-    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
-    assert!(d.stderr.starts_with("mapalloc: double free of 0x"), "{d:?}");
+    assert_aborted_naming(&d, "double free");
 }
 
 /// Frees start from the heap's cache of its own slab pages, which reads the
@@ -245,11 +251,7 @@ fn a_released_segment_leaves_the_known_pages() {
             GLOBAL.dealloc(last, layout(2048));
         }
     });
-    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
-    assert!(
-        d.stderr.starts_with("mapalloc: invalid free of 0x"),
-        "{d:?}"
-    );
+    assert_aborted_naming(&d, "invalid free");
 }
 
 #[test]
@@ -469,22 +471,17 @@ fn hardened_blocks_still_work_across_threads() {
 }
 
 /// Runs `misuse` on a fresh block of `size` bytes in a child; asserts the
-/// child aborted with `mapalloc: <what> of 0x<block>` and, when given, the
-/// rest of the line.
+/// child aborted with `mapalloc: <what> of 0x…` ending in `rest`. (The
+/// block is the child's: its address never reaches the parent.)
 fn misuse_aborts(size: usize, what: &str, rest: &str, misuse: impl FnOnce(*mut u8, Layout)) {
     let l = layout(size);
-    let mut at = 0;
     let d = in_child(|| {
         // SAFETY: a fresh block; what `misuse` does with it is the test.
         let p = unsafe { GLOBAL.alloc(l) };
-        at = p as usize;
         misuse(p, l);
     });
-    assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
-    let prefix = format!("mapalloc: {what} of 0x");
-    assert!(d.stderr.starts_with(&prefix), "{d:?}");
+    assert_aborted_naming(&d, what);
     assert!(d.stderr.ends_with(&format!("{rest}\n")), "{d:?}");
-    let _ = at;
 }
 
 #[test]
@@ -575,11 +572,7 @@ fn a_write_after_free_at_any_offset_is_detected() {
                 }
             }
         });
-        assert_eq!(d.signal, Some(libc::SIGABRT), "{d:?}");
-        assert!(
-            d.stderr.starts_with("mapalloc: write after free of 0x"),
-            "{d:?}"
-        );
+        assert_aborted_naming(&d, "write after free");
     }
 }
 
