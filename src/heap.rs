@@ -212,7 +212,7 @@ pub(crate) unsafe fn free_in(seg: *mut Segment, p: *mut u8) {
     // header; if its owner is our heap, the page is ours to touch.
     unsafe {
         if (*seg).header.owner.load(Ordering::Relaxed) == heap.cast() {
-            free_local(heap, Segment::page_of(seg, p), block_at(p));
+            free_local(heap, Segment::page_of(seg, p), block_at(p), slabs::FreedBy::Program);
         } else {
             free_generic(seg, p);
         }
@@ -238,7 +238,7 @@ pub(crate) fn block_at(p: *mut u8) -> *mut Block {
 /// # Safety
 /// `page` is owned by `heap`'s thread and `block` is one of its blocks.
 #[inline(always)]
-unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
+unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block, by: slabs::FreedBy) {
     // SAFETY: owner-only fields of our own page.
     unsafe {
         Page::push_local(page, block);
@@ -249,7 +249,7 @@ unsafe fn free_local(heap: *mut Heap, page: *mut Page, block: *mut Block) {
                 && (*page).span == 1
                 && *current(heap, (*page).class as usize) == page;
             if !keep {
-                page_changed(heap, page);
+                page_changed(heap, page, by);
             }
         }
     }
@@ -275,7 +275,7 @@ unsafe fn free_generic(seg: *mut Segment, p: *mut u8) {
             if !THREADS.is_sentinel(heap) {
                 slabs::reclaim_abandoned(heap, Want::This(seg));
                 if (*seg).header.owner.load(Ordering::Relaxed) == heap.cast() {
-                    free_local(heap, Segment::page_of(seg, p), block_at(p));
+                    free_local(heap, Segment::page_of(seg, p), block_at(p), slabs::FreedBy::Program);
                     return;
                 }
             }
@@ -293,14 +293,14 @@ unsafe fn free_generic(seg: *mut Segment, p: *mut u8) {
 /// A local free emptied the page or freed into a parked-full page.
 #[cold]
 #[inline(never)]
-unsafe fn page_changed(heap: *mut Heap, page: *mut Page) {
+unsafe fn page_changed(heap: *mut Heap, page: *mut Page, by: slabs::FreedBy) {
     // SAFETY: `page` belongs to `heap`, the calling thread's heap.
     unsafe {
         if (*page).in_full {
             slabs::unfull(heap, page);
         }
         if (*page).used == 0 {
-            slabs::emptied(heap, page);
+            slabs::emptied(heap, page, by);
         }
     }
 }
@@ -357,7 +357,7 @@ unsafe impl SlabOwner for Heap {
         unsafe {
             let block = block.cast::<Block>();
             let next = (*block).next;
-            free_local(this, Segment::page_of(seg, block.cast()), block);
+            free_local(this, Segment::page_of(seg, block.cast()), block, slabs::FreedBy::Drain);
             next.cast()
         }
     }

@@ -85,8 +85,8 @@ pub(crate) unsafe fn alloc(size: usize, align: usize, zero: Zero) -> *mut u8 {
 /// A fresh mapping of `len` bytes for a block at `offset` aligned to
 /// `align`. If the OS refuses (an address-space limit, the map count), the
 /// mappings the caches keep are unmapped and it is asked once more: they
-/// hold address space, and the fenced cache's quarantined ones could not
-/// have served the request.
+/// hold address space, and neither the fenced cache's quarantined ones nor
+/// empty segments could have served the request.
 fn map_block(len: usize, align: usize, offset: usize) -> Option<core::ptr::NonNull<u8>> {
     let map = || {
         if align <= SEGMENT_SIZE {
@@ -95,13 +95,19 @@ fn map_block(len: usize, align: usize, offset: usize) -> Option<core::ptr::NonNu
             os::map_aligned(len, align, offset)
         }
     };
-    map().or_else(|| {
-        if STATS.get(Counter::LargeCachedBytes) == 0 {
-            return None;
-        }
-        purge_all();
-        map()
-    })
+    map().or_else(|| release_cached().then(map).flatten())
+}
+
+/// Unmaps every mapping the caches keep (large blocks, fenced blocks,
+/// empty segments): address space a refused `mmap` may need. False if
+/// there was none.
+pub(crate) fn release_cached() -> bool {
+    let segments = crate::segment::SEGMENT_CACHE.drain();
+    if STATS.get(Counter::LargeCachedBytes) == 0 {
+        return segments;
+    }
+    purge_all();
+    true
 }
 
 /// A fenced block of `size` bytes aligned to `align`: a fresh mapping

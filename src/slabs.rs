@@ -449,20 +449,39 @@ pub(crate) unsafe fn retire<H: SlabOwner>(this: *mut H, page: *mut Page) {
 /// for a segment whose slabs all empty too: releasing it then (as the
 /// default did) made a ring that drains and fills again release and
 /// purge its segments at every turn (hardened `prodcons`: 186k page
-/// faults). A thread that only frees keeps its emptied slabs until it
-/// allocates again, exits or calls `collect()`.
+/// faults). The kept slabs are retired on the slow path and, when the
+/// program frees (`FreedBy::Program`), by the free that empties a slab
+/// once `retire_at` has passed: a program that drops a large structure
+/// and allocates no more gives the memory back as it goes (the `compare`
+/// example: 158 MiB of RSS after its free phase, 90 MiB before slabs were
+/// kept, with this at most a delay's worth of frees).
 ///
 /// # Safety
-/// `page` is an empty slab of `this`, in its class queue.
-pub(crate) unsafe fn emptied<H: SlabOwner>(this: *mut H, page: *mut Page) {
+/// `page` is an empty slab of `this`, in its class queue. With
+/// `FreedBy::Program`, nothing up the stack is walking `this`'s queues or
+/// segments (retiring may release segments).
+pub(crate) unsafe fn emptied<H: SlabOwner>(this: *mut H, page: *mut Page, by: FreedBy) {
     debug_assert!(!page.is_null());
-    // SAFETY: the caller's heap.
+    // SAFETY: the caller's heap; with `Program` no walk is under way.
     unsafe {
         let slabs = H::slabs(this);
+        let now = os::now_ms();
         if (*slabs).retire_at == u64::MAX {
-            (*slabs).retire_at = os::now_ms() + crate::options::PURGE_DELAY_MS.get() as u64;
+            (*slabs).retire_at = now + crate::options::PURGE_DELAY_MS.get() as u64;
+        } else if by == FreedBy::Program && now >= (*slabs).retire_at {
+            retire_kept(this, now);
+            maybe_purge(this, now);
         }
     }
+}
+
+/// Who freed the block that emptied a slab (see `emptied`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FreedBy {
+    /// The program, through `free`: nothing walks the heap's lists.
+    Program,
+    /// A drain of delayed or quarantined blocks, inside a walk.
+    Drain,
 }
 
 /// Retires the emptied slabs kept in the queues (see `emptied`), except

@@ -68,6 +68,42 @@ fn assert_rss_returned(before: usize, peak: usize, what: &str) {
     );
 }
 
+/// A thread that only frees, and never calls `collect()`, gives memory
+/// back as it goes: emptied slabs are retired (and their segments
+/// released) by the frees themselves once the purge delay has passed.
+/// (What the last burst of frees, shorter than the delay, emptied waits
+/// for the thread's next slow path, its exit or `collect()`.)
+#[test]
+fn a_thread_that_only_frees_gives_memory_back_without_collect() {
+    let _g = serial();
+    mapalloc::collect();
+    let before = rss_bytes();
+    let (mut v, _) = small_boxes(WORKING_SET, 7);
+    check_boxes(&v);
+    let peak = rss_bytes();
+    // Free half, wait past the purge delay (10 ms), free the rest.
+    v.truncate(v.len() / 2);
+    thread::sleep(std::time::Duration::from_millis(30));
+    drop(v);
+    let after = rss_bytes();
+    assert!(
+        peak >= before + WORKING_SET / 2,
+        "peak {} before {}",
+        mib(peak),
+        mib(before)
+    );
+    assert!(
+        after + WORKING_SET / 4 <= peak,
+        "RSS after the frees is {} (before {}, peak {}): the half freed before the pause was kept; stats: {:?}",
+        mib(after),
+        mib(before),
+        mib(peak),
+        mapalloc::stats()
+    );
+    // The rest waits for this thread: give it back before the next test.
+    mapalloc::collect();
+}
+
 #[test]
 fn small_boxes_are_returned() {
     let _g = serial();

@@ -599,7 +599,8 @@ unsafe fn page_changed(heap: *mut HardenedHeap, page: *mut Page) {
         if (*page).used != 0 {
             return;
         }
-        slabs::emptied(heap, page);
+        // Quarantine releases also run inside drains and collects.
+        slabs::emptied(heap, page, slabs::FreedBy::Drain);
     }
 }
 
