@@ -231,8 +231,7 @@ pub(crate) fn collect() {
         crate::thread::cool_warm_heaps::<heap::Heap>();
         heap::collect_current();
     }
-    crate::large::purge_all();
-    crate::segment::SEGMENT_CACHE.drain();
+    crate::large::release_cached();
 }
 
 // SAFETY: every method upholds GlobalAlloc's contract: blocks are at least

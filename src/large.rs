@@ -95,12 +95,18 @@ fn map_block(len: usize, align: usize, offset: usize) -> Option<core::ptr::NonNu
             os::map_aligned(len, align, offset)
         }
     };
+    retry_after_release(map)
+}
+
+/// `map()`, and if the OS refuses, `map()` again once the caches have
+/// given their address space back (when they held any).
+pub(crate) fn retry_after_release<T>(map: impl Fn() -> Option<T>) -> Option<T> {
     map().or_else(|| release_cached().then(map).flatten())
 }
 
 /// Unmaps every mapping the caches keep (large blocks, fenced blocks,
-/// empty segments): address space a refused `mmap` may need. False if
-/// there was none.
+/// empty segments): address space a refused `mmap` may need, and what
+/// `collect()` gives back. False if there was none.
 pub(crate) fn release_cached() -> bool {
     let segments = crate::segment::SEGMENT_CACHE.drain();
     if STATS.get(Counter::LargeCachedBytes) == 0 {
@@ -238,14 +244,8 @@ impl Fenced {
         {
             let mut st = self.0.lock();
             while st.entries.len() > 0 && (st.entries.is_full() || st.bytes + len > limit) {
-                let oldest = st
-                    .entries
-                    .as_slice()
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, e)| e.freed_at)
-                    .map_or(0, |(i, _)| i);
-                if let Some(e) = st.entries.swap_remove(oldest) {
+                let i = oldest(st.entries.as_slice());
+                if let Some(e) = st.entries.swap_remove(i) {
                     st.bytes -= e.len;
                     STATS.sub(Counter::LargeCachedBytes, e.len);
                     victims.push(e);
@@ -609,6 +609,15 @@ enum Evict {
     All,
 }
 
+/// The index of the entry freed longest ago (0 if there is none).
+fn oldest(entries: &[Entry]) -> usize {
+    entries
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, e)| e.freed_at)
+        .map_or(0, |(i, _)| i)
+}
+
 const NO_ENTRY: Entry = Entry {
     base: ptr::null_mut(),
     len: 0,
@@ -663,14 +672,8 @@ impl CacheState {
         }
         let max = cache_limit();
         while self.entries.len() > 0 && (self.entries.is_full() || self.bytes + e.len > max) {
-            let oldest = self
-                .entries
-                .as_slice()
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, x)| x.freed_at)
-                .map_or(0, |(i, _)| i);
-            if let Some(v) = self.remove(oldest) {
+            let i = oldest(self.entries.as_slice());
+            if let Some(v) = self.remove(i) {
                 victims.push(v);
             }
         }

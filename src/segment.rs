@@ -115,11 +115,9 @@ impl Segment {
         let (seg, dirty, zero, kind) = match SEGMENT_CACHE.take() {
             // SAFETY: a cached segment is ours alone; its header is intact.
             Some(s) => unsafe { (s, (*s).dirty_mask, (*s).zero_mask, (*s).kind_mask) },
-            // A refused mapping may fit once the large caches let go of
-            // their address space.
-            None => match os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0)
-                .or_else(|| crate::large::release_cached().then(|| os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0)).flatten())
-            {
+            // A refused mapping may fit once the caches let go of their
+            // address space.
+            None => match crate::large::retry_after_release(|| os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE, 0)) {
                 Some(p) if fresh(p.as_ptr().cast()) && registry::insert(p.as_ptr() as usize) => {
                     STATS.add(Counter::Segments, 1);
                     (p.as_ptr().cast::<Segment>(), 0, ALL_SLAB_PAGES, 0)
